@@ -1,0 +1,774 @@
+//! Callbacks after a grace period: `call_rcu`, `call_rcu_lazy`, `defer_drop`,
+//! `rcu_barrier`, and the worker that runs them.
+//!
+//! # Shape
+//!
+//! Callbacks are queued on *shards* (the kernel's per-CPU `rcu_data`), each a
+//! mutex-protected pair of vectors on its own cache line; a thread always uses
+//! the same shard, so the mutex is uncontended and a thread's callbacks stay
+//! in FIFO order. A callback is a [`Deferred`]: a data pointer and a function
+//! pointer, 16 bytes. `defer_drop(Box<T>)` stores the box's own pointer with
+//! `drop::<Box<T>>` as the function, so it allocates nothing (kfree_rcu's
+//! "no rcu_head" property); `call_rcu(f)` boxes `f` (no allocation when `f`
+//! captures nothing).
+//!
+//! One worker thread (started by the first callback) loops:
+//!
+//! 1. wait for work; unless the backlog is urgent, wait `batch_delay` more so
+//!    that one grace period serves many callbacks (bounding the membarrier
+//!    rate a busy enqueuer can cause);
+//! 2. take every shard's ready list (and the lazy lists that are due);
+//! 3. take a grace-period cookie *after* taking them and wait for it (sharing
+//!    any grace period a concurrent `synchronize_rcu` runs);
+//! 4. invoke them in order, catching panics;
+//! 5. subtract them from each shard's `outstanding` count and wake enqueuers
+//!    waiting on the backlog.
+//!
+//! # Lazy callbacks (the kernel's CONFIG_RCU_LAZY rules)
+//!
+//! `call_rcu_lazy` queues on the shard's lazy list. The lazy list moves to the
+//! ready list when: it is older than `lazy_flush_delay` (10 s); it holds
+//! `lazy_flush_count` (10,000) callbacks; a prompt callback is queued on the
+//! same shard; `rcu_barrier` runs; or `flush_lazy` is called (the hook for a
+//! memory-pressure shrinker, which counts with `lazy_pending`).
+//!
+//! # Barrier
+//!
+//! `rcu_barrier` flushes the lazy lists, then queues a marker callback on every
+//! shard that has outstanding callbacks (queued, or taken but not yet run) and
+//! waits for all markers. Each marker runs after everything queued before it
+//! on its shard, and batches run in order, so when the last marker has run,
+//! every callback queued before the barrier has run. With nothing outstanding
+//! it returns at once, as the kernel's does.
+//!
+//! # Backlog bound
+//!
+//! When a shard's ready list reaches `high_water`, the enqueuer marks the
+//! backlog urgent (no batching delay) and, if it is not inside a read-side
+//! section and not the worker itself, waits until the worker has drained the
+//! shard below the mark. Inside a read-side section it cannot wait (the grace
+//! period would wait for it), so memory may grow there; that is documented on
+//! [`call_rcu`].
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64 as StdAtomicU64, AtomicUsize as StdAtomicUsize};
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+
+use crate::domain::domain;
+use crate::sync::{lock, Mutex, Ordering};
+
+/// A type-erased callback: `call(data)` consumes `data`.
+pub(crate) struct Deferred {
+    data: *mut (),
+    call: unsafe fn(*mut ()),
+}
+
+// SAFETY: a `Deferred` is only built from `Send` payloads (`from_fn` and
+// `from_box` require it), and it is run or dropped exactly once.
+unsafe impl Send for Deferred {}
+
+impl Deferred {
+    fn from_fn<F: FnOnce() + Send + 'static>(f: F) -> Self {
+        /// # Safety
+        /// `p` came from `Box::<F>::into_raw` and is used once.
+        unsafe fn call_boxed<F: FnOnce()>(p: *mut ()) {
+            // SAFETY: per this function's contract.
+            let f = unsafe { Box::from_raw(p.cast::<F>()) };
+            f()
+        }
+        Deferred {
+            data: Box::into_raw(Box::new(f)).cast(),
+            call: call_boxed::<F>,
+        }
+    }
+
+    fn from_box<T: Send + 'static>(b: Box<T>) -> Self {
+        /// # Safety
+        /// `p` came from `Box::<T>::into_raw` and is used once.
+        unsafe fn drop_boxed<T>(p: *mut ()) {
+            // SAFETY: per this function's contract.
+            drop(unsafe { Box::from_raw(p.cast::<T>()) })
+        }
+        Deferred {
+            data: Box::into_raw(b).cast(),
+            call: drop_boxed::<T>,
+        }
+    }
+
+    fn run(self) {
+        // SAFETY: `call` and `data` were paired by a constructor above, and
+        // `self` is consumed, so this runs once.
+        unsafe { (self.call)(self.data) }
+    }
+}
+
+/// Per-shard queue; see the module doc.
+struct Queue {
+    ready: Vec<Deferred>,
+    lazy: Vec<Deferred>,
+    /// When the oldest callback on `lazy` was queued.
+    lazy_since: Option<Instant>,
+    /// Queued or taken by the worker and not yet invoked (ready + lazy +
+    /// in flight).
+    outstanding: usize,
+}
+
+impl Queue {
+    fn new() -> Self {
+        Queue {
+            ready: Vec::new(),
+            lazy: Vec::new(),
+            lazy_since: None,
+            outstanding: 0,
+        }
+    }
+
+    /// Move the lazy list behind the ready list. True if anything moved.
+    fn flush_lazy(&mut self, lazy_len: &StdAtomicUsize) -> bool {
+        if self.lazy.is_empty() {
+            return false;
+        }
+        self.ready.append(&mut self.lazy);
+        self.lazy_since = None;
+        // Relaxed: a statistic read by `lazy_pending`.
+        lazy_len.store(0, Ordering::Relaxed);
+        true
+    }
+}
+
+struct Shard {
+    queue: Mutex<Queue>,
+    /// `queue.lazy.len()`, readable without the lock (a shrinker's count).
+    lazy_len: StdAtomicUsize,
+}
+
+/// Knobs of the callback machinery. All take effect at once.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// let t = shrinker_rcu::tunables();
+/// t.set_lazy_flush_delay(Duration::from_secs(10));
+/// assert_eq!(t.lazy_flush_delay(), Duration::from_secs(10));
+/// ```
+pub struct Tunables {
+    lazy_flush_delay_us: StdAtomicU64,
+    lazy_flush_count: StdAtomicUsize,
+    high_water: StdAtomicUsize,
+    batch_delay_us: StdAtomicU64,
+}
+
+impl Tunables {
+    const fn new() -> Self {
+        Tunables {
+            lazy_flush_delay_us: StdAtomicU64::new(10_000_000),
+            lazy_flush_count: StdAtomicUsize::new(10_000),
+            high_water: StdAtomicUsize::new(10_000),
+            batch_delay_us: StdAtomicU64::new(1_000),
+        }
+    }
+
+    /// How long a lazy callback may wait (kernel: `LAZY_FLUSH_JIFFIES`, 10 s).
+    pub fn lazy_flush_delay(&self) -> Duration {
+        Duration::from_micros(self.lazy_flush_delay_us.load(Ordering::Relaxed))
+    }
+    /// Set [`Self::lazy_flush_delay`].
+    pub fn set_lazy_flush_delay(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.lazy_flush_delay_us.store(us, Ordering::Relaxed);
+    }
+    /// Lazy callbacks on one shard that force a flush (kernel: `qhimark`, 10,000).
+    pub fn lazy_flush_count(&self) -> usize {
+        self.lazy_flush_count.load(Ordering::Relaxed)
+    }
+    /// Set [`Self::lazy_flush_count`] (at least 1).
+    pub fn set_lazy_flush_count(&self, n: usize) {
+        self.lazy_flush_count.store(n.max(1), Ordering::Relaxed);
+    }
+    /// Ready callbacks on one shard past which the backlog is bounded (10,000).
+    pub fn high_water(&self) -> usize {
+        self.high_water.load(Ordering::Relaxed)
+    }
+    /// Set [`Self::high_water`] (at least 1).
+    pub fn set_high_water(&self, n: usize) {
+        self.high_water.store(n.max(1), Ordering::Relaxed);
+    }
+    /// How long the worker lets prompt callbacks accumulate before starting a
+    /// grace period for them (1 ms); skipped when the backlog is urgent or a
+    /// barrier waits. Bounds the membarrier rate to about 1/`batch_delay`.
+    pub fn batch_delay(&self) -> Duration {
+        Duration::from_micros(self.batch_delay_us.load(Ordering::Relaxed))
+    }
+    /// Set [`Self::batch_delay`].
+    pub fn set_batch_delay(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.batch_delay_us.store(us, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of the RCU machinery's counters. See [`stats`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Grace periods completed since start-up.
+    pub grace_periods: u64,
+    /// Callbacks invoked (including the ones that panicked).
+    pub callbacks_invoked: u64,
+    /// Callbacks that panicked; each was caught and reported.
+    pub callback_panics: u64,
+    /// Callbacks queued or in flight, prompt and lazy.
+    pub pending: usize,
+    /// Lazy callbacks not yet flushed (same as [`lazy_pending`]).
+    pub lazy_pending: usize,
+    /// Threads registered as readers.
+    pub readers: usize,
+}
+
+pub(crate) struct Callbacks {
+    #[cfg(not(loom))]
+    shards: std::sync::OnceLock<Box<[CachePadded<Shard>]>>,
+    #[cfg(loom)]
+    shards: Box<[CachePadded<Shard>]>,
+    #[cfg(not(loom))]
+    worker: std::sync::OnceLock<std::thread::Thread>,
+    /// The worker is parked (or about to park) waiting for work.
+    #[cfg(not(loom))]
+    idle: std::sync::atomic::AtomicBool,
+    /// Skip the batching delay for the next batch.
+    #[cfg(not(loom))]
+    urgent: std::sync::atomic::AtomicBool,
+    /// Enqueuers waiting for the backlog to drain sleep here.
+    #[cfg(not(loom))]
+    progress: (std::sync::Mutex<()>, std::sync::Condvar),
+    invoked: StdAtomicU64,
+    panics: StdAtomicU64,
+    tunables: Tunables,
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    /// This thread is invoking RCU callbacks (the worker, or a loom barrier).
+    static IN_CALLBACKS: Cell<bool> = const { Cell::new(false) };
+    /// This thread's shard, `usize::MAX` until chosen.
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+// loom runs its threads as coroutines on one OS thread: std thread-locals
+// would be shared between them.
+#[cfg(loom)]
+loom::thread_local! {
+    static IN_CALLBACKS: Cell<bool> = Cell::new(false);
+    static SHARD: Cell<usize> = Cell::new(usize::MAX);
+}
+
+static NEXT_SHARD: StdAtomicUsize = StdAtomicUsize::new(0);
+
+impl Callbacks {
+    #[cfg(not(loom))]
+    pub(crate) const fn new() -> Self {
+        Callbacks {
+            shards: std::sync::OnceLock::new(),
+            worker: std::sync::OnceLock::new(),
+            idle: std::sync::atomic::AtomicBool::new(false),
+            urgent: std::sync::atomic::AtomicBool::new(false),
+            progress: (std::sync::Mutex::new(()), std::sync::Condvar::new()),
+            invoked: StdAtomicU64::new(0),
+            panics: StdAtomicU64::new(0),
+            tunables: Tunables::new(),
+        }
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        Callbacks {
+            shards: new_shards(1),
+            invoked: StdAtomicU64::new(0),
+            panics: StdAtomicU64::new(0),
+            tunables: Tunables::new(),
+        }
+    }
+
+    #[cfg(not(loom))]
+    fn shards(&self) -> &[CachePadded<Shard>] {
+        self.shards.get_or_init(|| {
+            let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
+            new_shards((2 * cpus).clamp(4, 64))
+        })
+    }
+
+    #[cfg(loom)]
+    fn shards(&self) -> &[CachePadded<Shard>] {
+        &self.shards
+    }
+
+    fn my_shard(&self) -> &Shard {
+        let shards = self.shards();
+        let index = SHARD.with(|s| {
+            let mut i = s.get();
+            if i == usize::MAX {
+                // Relaxed: any distribution is correct; this one spreads threads.
+                i = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
+                s.set(i);
+            }
+            i
+        });
+        &shards[index % shards.len()]
+    }
+
+    fn enqueue(&'static self, deferred: Deferred, lazy: bool) {
+        let shard = self.my_shard();
+        let tunables = &self.tunables;
+        let mut wake = !lazy;
+        let backlog = {
+            let mut q = lock(&shard.queue);
+            q.outstanding += 1;
+            if lazy {
+                if q.lazy.is_empty() {
+                    q.lazy_since = Some(Instant::now());
+                    // The worker must learn the new deadline.
+                    wake = true;
+                }
+                q.lazy.push(deferred);
+                if q.lazy.len() >= tunables.lazy_flush_count() {
+                    q.flush_lazy(&shard.lazy_len);
+                    // They are ready now: the worker must run them.
+                    wake = true;
+                } else {
+                    // Relaxed: a statistic read by `lazy_pending`.
+                    shard.lazy_len.store(q.lazy.len(), Ordering::Relaxed);
+                }
+            } else {
+                // A prompt callback carries the shard's lazy ones with it
+                // (the kernel flushes the bypass list on a non-lazy enqueue).
+                q.flush_lazy(&shard.lazy_len);
+                q.ready.push(deferred);
+            }
+            q.ready.len()
+        };
+        if backlog >= tunables.high_water() {
+            self.backlog_reached(shard);
+        } else if wake {
+            self.wake_worker();
+        }
+    }
+
+    /// Invoke one callback, containing a panic.
+    fn invoke(&self, deferred: Deferred) {
+        let result = catch_unwind(AssertUnwindSafe(|| deferred.run()));
+        // Relaxed: statistics.
+        self.invoked.fetch_add(1, Ordering::Relaxed);
+        if let Err(payload) = result {
+            self.panics.fetch_add(1, Ordering::Relaxed);
+            let msg = panic_message(&*payload);
+            tracing::error!(panic = %msg, "an RCU callback panicked; the callback worker goes on");
+        }
+    }
+
+    fn invoke_batch(&self, batch: &mut Vec<Deferred>) {
+        IN_CALLBACKS.with(|c| c.set(true));
+        for deferred in batch.drain(..) {
+            self.invoke(deferred);
+        }
+        IN_CALLBACKS.with(|c| c.set(false));
+    }
+
+    fn pending(&self) -> usize {
+        self.shards()
+            .iter()
+            .map(|s| lock(&s.queue).outstanding)
+            .sum()
+    }
+}
+
+fn new_shards(n: usize) -> Box<[CachePadded<Shard>]> {
+    (0..n)
+        .map(|_| {
+            CachePadded::new(Shard {
+                queue: Mutex::new(Queue::new()),
+                lazy_len: StdAtomicUsize::new(0),
+            })
+        })
+        .collect()
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The worker (std).
+
+#[cfg(not(loom))]
+impl Callbacks {
+    fn worker(&'static self) -> &'static std::thread::Thread {
+        self.worker.get_or_init(|| {
+            std::thread::Builder::new()
+                .name("rcu-callbacks".into())
+                .spawn(move || self.worker_main())
+                .expect("failed to spawn the RCU callback worker thread")
+                .thread()
+                .clone()
+        })
+    }
+
+    fn wake_worker(&'static self) {
+        let worker = self.worker();
+        // Relaxed load, then AcqRel swap so only one enqueuer unparks. The
+        // idle flag itself needs no stronger ordering: the worker sets it
+        // before re-checking the shards under their locks, and we read it
+        // after releasing our shard lock, so either it saw our callback or
+        // we see the flag (the lock orders the two).
+        if self.idle.load(Ordering::Relaxed) && self.idle.swap(false, Ordering::AcqRel) {
+            worker.unpark();
+        }
+    }
+
+    #[cold]
+    fn backlog_reached(&'static self, shard: &Shard) {
+        // Relaxed: a hint; the unpark below carries the ordering.
+        self.urgent.store(true, Ordering::Relaxed);
+        self.wake_worker();
+        let on_worker = IN_CALLBACKS.with(Cell::get);
+        if on_worker || crate::in_read_section() {
+            // Cannot wait: the worker (or the grace period) waits for us.
+            return;
+        }
+        let high_water = self.tunables.high_water();
+        let mut guard = self.progress.0.lock().unwrap_or_else(|e| e.into_inner());
+        while lock(&shard.queue).ready.len() >= high_water {
+            self.urgent.store(true, Ordering::Relaxed);
+            self.wake_worker();
+            guard = self
+                .progress
+                .1
+                .wait_timeout(guard, Duration::from_millis(10))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Take every shard's ready callbacks (flushing due lazy lists first).
+    /// Returns the earliest pending lazy deadline.
+    fn gather(
+        &self,
+        batch: &mut Vec<Deferred>,
+        taken: &mut [usize],
+        flush_all_lazy: bool,
+    ) -> Option<Instant> {
+        let now = Instant::now();
+        let delay = self.tunables.lazy_flush_delay();
+        let mut next_deadline: Option<Instant> = None;
+        for (shard, taken) in self.shards().iter().zip(taken.iter_mut()) {
+            let mut q = lock(&shard.queue);
+            if let Some(since) = q.lazy_since {
+                let deadline = since + delay;
+                if flush_all_lazy || deadline <= now {
+                    q.flush_lazy(&shard.lazy_len);
+                } else {
+                    next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+                }
+            }
+            *taken += q.ready.len();
+            batch.append(&mut q.ready);
+        }
+        next_deadline
+    }
+
+    fn worker_main(&'static self) {
+        let domain = domain();
+        let n = self.shards().len();
+        let mut batch: Vec<Deferred> = Vec::new();
+        let mut taken = vec![0usize; n];
+        loop {
+            // Step 1-2: find work.
+            let deadline = self.gather(&mut batch, &mut taken, false);
+            if batch.is_empty() {
+                // Relaxed: see `wake_worker`; the re-check below is under
+                // the shard locks.
+                self.idle.store(true, Ordering::Relaxed);
+                let deadline = self.gather(&mut batch, &mut taken, false).or(deadline);
+                if batch.is_empty() {
+                    match deadline {
+                        Some(d) => std::thread::park_timeout(d.saturating_duration_since(Instant::now())),
+                        None => std::thread::park(),
+                    }
+                    self.idle.store(false, Ordering::Relaxed);
+                    continue;
+                }
+                self.idle.store(false, Ordering::Relaxed);
+            }
+            // Let more prompt callbacks join this grace period, unless urgent.
+            let delay = self.tunables.batch_delay();
+            if !self.urgent.swap(false, Ordering::Relaxed) && !delay.is_zero() {
+                std::thread::park_timeout(delay);
+                self.gather(&mut batch, &mut taken, false);
+            }
+            // Step 3: a grace period that starts after the callbacks were taken.
+            let cookie = domain.cookie();
+            domain.synchronize_to(cookie);
+            // Step 4.
+            self.invoke_batch(&mut batch);
+            // Step 5.
+            for (shard, taken) in self.shards().iter().zip(taken.iter_mut()) {
+                if *taken > 0 {
+                    lock(&shard.queue).outstanding -= *taken;
+                    *taken = 0;
+                }
+            }
+            let _g = self.progress.0.lock().unwrap_or_else(|e| e.into_inner());
+            self.progress.1.notify_all();
+        }
+    }
+
+    fn barrier(&'static self) {
+        let Some(shards) = self.shards.get() else {
+            return; // nothing was ever queued
+        };
+        let state = std::sync::Arc::new((std::sync::Mutex::new(0usize), std::sync::Condvar::new()));
+        let mut entrained = false;
+        for shard in shards.iter() {
+            let mut q = lock(&shard.queue);
+            q.flush_lazy(&shard.lazy_len);
+            if q.outstanding == 0 {
+                continue;
+            }
+            *state.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            let st = state.clone();
+            q.outstanding += 1;
+            q.ready.push(Deferred::from_fn(move || {
+                let mut left = st.0.lock().unwrap_or_else(|e| e.into_inner());
+                *left -= 1;
+                if *left == 0 {
+                    st.1.notify_all();
+                }
+            }));
+            entrained = true;
+        }
+        if !entrained {
+            return;
+        }
+        self.urgent.store(true, Ordering::Relaxed);
+        self.wake_worker();
+        let mut left = state.0.lock().unwrap_or_else(|e| e.into_inner());
+        while *left > 0 {
+            left = state.1.wait(left).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn flush_all_lazy(&'static self) {
+        let Some(shards) = self.shards.get() else {
+            return;
+        };
+        let mut moved = false;
+        for shard in shards.iter() {
+            moved |= lock(&shard.queue).flush_lazy(&shard.lazy_len);
+        }
+        if moved {
+            self.wake_worker();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Under loom: no worker; `rcu_barrier` runs the callbacks inline.
+
+#[cfg(loom)]
+impl Callbacks {
+    fn wake_worker(&'static self) {}
+
+    fn backlog_reached(&'static self, _shard: &Shard) {}
+
+    fn barrier(&'static self) {
+        let domain = domain();
+        let mut batch = Vec::new();
+        loop {
+            let mut taken = 0;
+            for shard in self.shards().iter() {
+                let mut q = lock(&shard.queue);
+                q.flush_lazy(&shard.lazy_len);
+                taken += q.ready.len();
+                batch.append(&mut q.ready);
+            }
+            if batch.is_empty() {
+                return;
+            }
+            let cookie = domain.cookie();
+            domain.synchronize_to(cookie);
+            self.invoke_batch(&mut batch);
+            lock(&self.shards()[0].queue).outstanding -= taken;
+        }
+    }
+
+    fn flush_all_lazy(&'static self) {
+        for shard in self.shards().iter() {
+            lock(&shard.queue).flush_lazy(&shard.lazy_len);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Public API.
+
+/// Run `f` after a grace period (the kernel's `call_rcu_hurry()`: never lazy).
+///
+/// `f` runs on the RCU callback worker, after every read-side section that
+/// began before this call has ended. Callbacks queued by one thread run in
+/// the order they were queued. `f` should be short and must not block for
+/// long: it delays every callback behind it.
+///
+/// May be called inside a read-side section.
+///
+/// # Ordering
+///
+/// When `f` runs, every thread has executed a full barrier between the end of
+/// its last read-side section that began before this call and the start of
+/// `f`, and everything this thread did before the call happens-before `f`.
+///
+/// # Blocking
+///
+/// Never, except past the backlog bound: when this thread's shard holds
+/// [`Tunables::high_water`] ready callbacks and the caller is outside any
+/// read-side section, it waits for the worker to drain the shard.
+///
+/// # Panics
+///
+/// If the worker thread cannot be spawned on first use. A panic inside `f` is
+/// caught, counted in [`Stats::callback_panics`] and reported through
+/// `tracing`.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::Arc;
+/// let ran = Arc::new(AtomicBool::new(false));
+/// let r = ran.clone();
+/// shrinker_rcu::call_rcu(move || r.store(true, Ordering::Relaxed));
+/// shrinker_rcu::rcu_barrier();
+/// assert!(ran.load(Ordering::Relaxed));
+/// ```
+pub fn call_rcu<F: FnOnce() + Send + 'static>(f: F) {
+    domain()
+        .callbacks
+        .enqueue(Deferred::from_fn(f), false);
+}
+
+/// Run `f` after a grace period, batching it lazily (the kernel's `call_rcu()`
+/// under `CONFIG_RCU_LAZY`).
+///
+/// For callbacks that only free memory and nobody waits for: the callback may
+/// wait up to [`Tunables::lazy_flush_delay`] (10 s), so that an idle process
+/// runs no grace periods for them. See the module rules for what flushes them
+/// earlier; [`lazy_pending`] counts them for a shrinker.
+///
+/// # Example
+///
+/// ```
+/// shrinker_rcu::call_rcu_lazy(|| {});
+/// assert!(shrinker_rcu::lazy_pending() >= 1 || shrinker_rcu::stats().pending == 0);
+/// shrinker_rcu::rcu_barrier(); // flushes lazy callbacks too
+/// ```
+pub fn call_rcu_lazy<F: FnOnce() + Send + 'static>(f: F) {
+    domain().callbacks.enqueue(Deferred::from_fn(f), true);
+}
+
+/// Drop `value` after a grace period (the kernel's `kfree_rcu()`).
+///
+/// Queues the box's own pointer: no allocation per call beyond the amortised
+/// growth of the shard's queue. Prompt, like [`call_rcu`].
+///
+/// # Example
+///
+/// ```
+/// shrinker_rcu::defer_drop(Box::new([0u8; 64]));
+/// shrinker_rcu::rcu_barrier();
+/// ```
+pub fn defer_drop<T: Send + 'static>(value: Box<T>) {
+    domain()
+        .callbacks
+        .enqueue(Deferred::from_box(value), false);
+}
+
+/// Wait until every callback queued before this call has run (`rcu_barrier()`).
+///
+/// Flushes lazy callbacks first. Returns at once if nothing is queued or in
+/// flight. Needed before unloading anything a pending callback refers to.
+///
+/// # Blocking
+///
+/// For at least one grace period and the batch ahead of it, when anything is
+/// outstanding.
+///
+/// # Panics
+///
+/// Inside a read-side section (the grace period would wait for the caller),
+/// and from inside an RCU callback (the worker would wait for itself).
+pub fn rcu_barrier() {
+    crate::reader::assert_not_in_read_section("rcu_barrier");
+    if IN_CALLBACKS.with(Cell::get) {
+        panic!(
+            "rcu_barrier() called from inside an RCU callback: the callback worker would \
+             wait for itself and deadlock"
+        );
+    }
+    domain().callbacks.barrier();
+}
+
+/// Move every lazy callback to the prompt queue now, without waiting for it to
+/// run (the lazy-RCU shrinker's scan). The kernel does this under memory
+/// pressure.
+pub fn flush_lazy() {
+    domain().callbacks.flush_all_lazy();
+}
+
+/// Lazy callbacks not yet flushed (the lazy-RCU shrinker's count: the sum of
+/// the kernel's per-CPU `lazy_len`). Lock-free; may be momentarily stale.
+pub fn lazy_pending() -> usize {
+    let callbacks = &domain().callbacks;
+    #[cfg(not(loom))]
+    let Some(shards) = callbacks.shards.get()
+    else {
+        return 0;
+    };
+    #[cfg(loom)]
+    let shards = callbacks.shards();
+    // Relaxed: a count for reclaim heuristics.
+    shards.iter().map(|s| s.lazy_len.load(Ordering::Relaxed)).sum()
+}
+
+/// The process-wide tunables of the callback machinery.
+pub fn tunables() -> &'static Tunables {
+    &domain().callbacks.tunables
+}
+
+/// A snapshot of the counters of the RCU machinery.
+///
+/// # Example
+///
+/// ```
+/// let before = shrinker_rcu::stats().grace_periods;
+/// shrinker_rcu::synchronize_rcu();
+/// assert!(shrinker_rcu::stats().grace_periods > before);
+/// ```
+pub fn stats() -> Stats {
+    let callbacks = &domain().callbacks;
+    Stats {
+        grace_periods: crate::grace::completed(),
+        // Relaxed: statistics.
+        callbacks_invoked: callbacks.invoked.load(Ordering::Relaxed),
+        callback_panics: callbacks.panics.load(Ordering::Relaxed),
+        pending: callbacks.pending(),
+        lazy_pending: lazy_pending(),
+        readers: crate::reader::registered_readers(),
+    }
+}
