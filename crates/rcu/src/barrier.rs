@@ -67,8 +67,8 @@ impl Mode {
         self.0.store(mode, Ordering::Relaxed);
     }
 
-    #[inline]
-    fn is_membarrier(&self) -> bool {
+    #[inline(always)]
+    pub(crate) fn is_membarrier(&self) -> bool {
         // Relaxed: see `ensure_init`.
         self.0.load(Ordering::Relaxed) == MEMBARRIER
     }
@@ -78,19 +78,6 @@ impl Mode {
             MEMBARRIER => Some(BarrierMode::Membarrier),
             FENCE => Some(BarrierMode::Fence),
             _ => None,
-        }
-    }
-
-    /// The reader's half of the pair (liburcu's `smp_mb_slave`).
-    #[inline(always)]
-    pub(crate) fn reader_barrier(&self) {
-        if self.is_membarrier() {
-            // The updater's membarrier supplies the CPU barrier; we only keep
-            // the compiler from moving accesses across this point.
-            compiler_fence(Ordering::SeqCst);
-        } else {
-            // SeqCst fence: pairs with the SeqCst fence in `master_barrier`.
-            fence(Ordering::SeqCst);
         }
     }
 
@@ -106,11 +93,27 @@ impl Mode {
             // Registered but refused now: cannot happen per the ABI. A full
             // fence on our side alone would not be enough for readers that
             // rely on us, so this is fatal.
-            panic!("membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after successful registration");
+            panic!(
+                "membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after successful registration"
+            );
         } else {
             // SeqCst fence: pairs with the SeqCst fence in `reader_barrier`.
             fence(Ordering::SeqCst);
         }
+    }
+}
+
+/// The reader's half of the pair (liburcu's `smp_mb_slave`); `membarrier`
+/// is [`Mode::is_membarrier`], read once by the caller.
+#[inline(always)]
+pub(crate) fn reader_barrier(membarrier: bool) {
+    if membarrier {
+        // The updater's membarrier supplies the CPU barrier; we only keep the
+        // compiler from moving accesses across this point.
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        // SeqCst fence: pairs with the SeqCst fence in `master_barrier`.
+        fence(Ordering::SeqCst);
     }
 }
 
@@ -136,7 +139,12 @@ pub fn barrier_mode() -> BarrierMode {
 fn forced_fence() -> bool {
     #[cfg(not(loom))]
     {
-        matches!(std::env::var("SHRINKER_RCU_BARRIER").as_deref(), Ok("fence"))
+        // Miri cannot run membarrier (and models fences exactly).
+        cfg!(miri)
+            || matches!(
+                std::env::var("SHRINKER_RCU_BARRIER").as_deref(),
+                Ok("fence")
+            )
     }
     #[cfg(loom)]
     {

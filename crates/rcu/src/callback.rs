@@ -43,11 +43,13 @@
 //!
 //! # Backlog bound
 //!
-//! When a shard's ready list reaches `high_water`, the enqueuer marks the
-//! backlog urgent (no batching delay) and, if it is not inside a read-side
-//! section and not the worker itself, waits until the worker has drained the
-//! shard below the mark. Inside a read-side section it cannot wait (the grace
-//! period would wait for it), so memory may grow there; that is documented on
+//! Two marks per shard, both on the ready list. At `high_water` (the kernel's
+//! `qhimark`, 10,000) the enqueuer expedites: the worker skips its batching
+//! delay. At `backlog_limit` (100,000) the enqueuer, if it is not inside a
+//! read-side section and not the worker itself, waits until the worker has
+//! drained the shard below `high_water`, so a producer faster than grace
+//! periods cannot grow memory without bound. Inside a read-side section it
+//! cannot wait (the grace period would wait for it); that is documented on
 //! [`call_rcu`].
 
 use std::cell::Cell;
@@ -159,6 +161,7 @@ pub struct Tunables {
     lazy_flush_delay_us: StdAtomicU64,
     lazy_flush_count: StdAtomicUsize,
     high_water: StdAtomicUsize,
+    backlog_limit: StdAtomicUsize,
     batch_delay_us: StdAtomicU64,
 }
 
@@ -168,6 +171,7 @@ impl Tunables {
             lazy_flush_delay_us: StdAtomicU64::new(10_000_000),
             lazy_flush_count: StdAtomicUsize::new(10_000),
             high_water: StdAtomicUsize::new(10_000),
+            backlog_limit: StdAtomicUsize::new(100_000),
             batch_delay_us: StdAtomicU64::new(1_000),
         }
     }
@@ -189,13 +193,24 @@ impl Tunables {
     pub fn set_lazy_flush_count(&self, n: usize) {
         self.lazy_flush_count.store(n.max(1), Ordering::Relaxed);
     }
-    /// Ready callbacks on one shard past which the backlog is bounded (10,000).
+    /// Ready callbacks on one shard at which the worker stops batching and
+    /// runs grace periods back to back (kernel: `qhimark`, 10,000).
     pub fn high_water(&self) -> usize {
         self.high_water.load(Ordering::Relaxed)
     }
     /// Set [`Self::high_water`] (at least 1).
     pub fn set_high_water(&self, n: usize) {
         self.high_water.store(n.max(1), Ordering::Relaxed);
+    }
+    /// Ready callbacks on one shard at which an enqueuer outside any
+    /// read-side section waits for the worker to drain the shard below
+    /// [`Self::high_water`] (100,000): the memory bound.
+    pub fn backlog_limit(&self) -> usize {
+        self.backlog_limit.load(Ordering::Relaxed)
+    }
+    /// Set [`Self::backlog_limit`] (at least 1).
+    pub fn set_backlog_limit(&self, n: usize) {
+        self.backlog_limit.store(n.max(1), Ordering::Relaxed);
     }
     /// How long the worker lets prompt callbacks accumulate before starting a
     /// grace period for them (1 ms); skipped when the backlog is urgent or a
@@ -350,7 +365,7 @@ impl Callbacks {
             q.ready.len()
         };
         if backlog >= tunables.high_water() {
-            self.backlog_reached(shard);
+            self.backlog_reached(shard, backlog >= tunables.backlog_limit());
         } else if wake {
             self.wake_worker();
         }
@@ -433,11 +448,22 @@ impl Callbacks {
         }
     }
 
-    #[cold]
-    fn backlog_reached(&'static self, shard: &Shard) {
-        // Relaxed: a hint; the unpark below carries the ordering.
+    /// Make the worker start a batch now: skip (or cut short) its batching
+    /// delay. Unparks it unconditionally, so it also ends a delay sleep; a
+    /// spare unpark token only makes a later sleep return early.
+    fn kick_urgent(&'static self) {
+        // Relaxed: a hint; the unpark carries the ordering.
         self.urgent.store(true, Ordering::Relaxed);
-        self.wake_worker();
+        self.idle.store(false, Ordering::Relaxed);
+        self.worker().unpark();
+    }
+
+    #[cold]
+    fn backlog_reached(&'static self, shard: &Shard, over_limit: bool) {
+        self.kick_urgent();
+        if !over_limit {
+            return;
+        }
         let on_worker = IN_CALLBACKS.with(Cell::get);
         if on_worker || crate::in_read_section() {
             // Cannot wait: the worker (or the grace period) waits for us.
@@ -446,8 +472,7 @@ impl Callbacks {
         let high_water = self.tunables.high_water();
         let mut guard = self.progress.0.lock().unwrap_or_else(|e| e.into_inner());
         while lock(&shard.queue).ready.len() >= high_water {
-            self.urgent.store(true, Ordering::Relaxed);
-            self.wake_worker();
+            self.kick_urgent();
             guard = self
                 .progress
                 .1
@@ -499,7 +524,9 @@ impl Callbacks {
                 let deadline = self.gather(&mut batch, &mut taken, false).or(deadline);
                 if batch.is_empty() {
                     match deadline {
-                        Some(d) => std::thread::park_timeout(d.saturating_duration_since(Instant::now())),
+                        Some(d) => {
+                            std::thread::park_timeout(d.saturating_duration_since(Instant::now()))
+                        }
                         None => std::thread::park(),
                     }
                     self.idle.store(false, Ordering::Relaxed);
@@ -507,7 +534,8 @@ impl Callbacks {
                 }
                 self.idle.store(false, Ordering::Relaxed);
             }
-            // Let more prompt callbacks join this grace period, unless urgent.
+            // Let more prompt callbacks join this grace period, unless urgent
+            // (`kick_urgent` also cuts the sleep short).
             let delay = self.tunables.batch_delay();
             if !self.urgent.swap(false, Ordering::Relaxed) && !delay.is_zero() {
                 std::thread::park_timeout(delay);
@@ -557,8 +585,7 @@ impl Callbacks {
         if !entrained {
             return;
         }
-        self.urgent.store(true, Ordering::Relaxed);
-        self.wake_worker();
+        self.kick_urgent();
         let mut left = state.0.lock().unwrap_or_else(|e| e.into_inner());
         while *left > 0 {
             left = state.1.wait(left).unwrap_or_else(|e| e.into_inner());
@@ -586,7 +613,7 @@ impl Callbacks {
 impl Callbacks {
     fn wake_worker(&'static self) {}
 
-    fn backlog_reached(&'static self, _shard: &Shard) {}
+    fn backlog_reached(&'static self, _shard: &Shard, _over_limit: bool) {}
 
     fn barrier(&'static self) {
         let domain = domain();
@@ -637,8 +664,10 @@ impl Callbacks {
 /// # Blocking
 ///
 /// Never, except past the backlog bound: when this thread's shard holds
-/// [`Tunables::high_water`] ready callbacks and the caller is outside any
-/// read-side section, it waits for the worker to drain the shard.
+/// [`Tunables::backlog_limit`] ready callbacks and the caller is outside any
+/// read-side section, it waits for the worker to drain the shard below
+/// [`Tunables::high_water`]. Inside a read-side section it never waits, so a
+/// producer that only enqueues from inside sections is not bounded.
 ///
 /// # Panics
 ///
@@ -658,9 +687,7 @@ impl Callbacks {
 /// assert!(ran.load(Ordering::Relaxed));
 /// ```
 pub fn call_rcu<F: FnOnce() + Send + 'static>(f: F) {
-    domain()
-        .callbacks
-        .enqueue(Deferred::from_fn(f), false);
+    domain().callbacks.enqueue(Deferred::from_fn(f), false);
 }
 
 /// Run `f` after a grace period, batching it lazily (the kernel's `call_rcu()`
@@ -694,9 +721,7 @@ pub fn call_rcu_lazy<F: FnOnce() + Send + 'static>(f: F) {
 /// shrinker_rcu::rcu_barrier();
 /// ```
 pub fn defer_drop<T: Send + 'static>(value: Box<T>) {
-    domain()
-        .callbacks
-        .enqueue(Deferred::from_box(value), false);
+    domain().callbacks.enqueue(Deferred::from_box(value), false);
 }
 
 /// Wait until every callback queued before this call has run (`rcu_barrier()`).
@@ -736,14 +761,16 @@ pub fn flush_lazy() {
 pub fn lazy_pending() -> usize {
     let callbacks = &domain().callbacks;
     #[cfg(not(loom))]
-    let Some(shards) = callbacks.shards.get()
-    else {
+    let Some(shards) = callbacks.shards.get() else {
         return 0;
     };
     #[cfg(loom)]
     let shards = callbacks.shards();
     // Relaxed: a count for reclaim heuristics.
-    shards.iter().map(|s| s.lazy_len.load(Ordering::Relaxed)).sum()
+    shards
+        .iter()
+        .map(|s| s.lazy_len.load(Ordering::Relaxed))
+        .sum()
 }
 
 /// The process-wide tunables of the callback machinery.

@@ -480,7 +480,10 @@ mod tests {
         assert_eq!(reader_state(GP_COUNT, gp), ReaderState::ActiveCurrent);
         assert_eq!(reader_state(GP_COUNT + 3, gp), ReaderState::ActiveCurrent);
         assert_eq!(reader_state(PHASE | GP_COUNT, gp), ReaderState::ActiveOld);
-        assert_eq!(reader_state(PHASE | GP_COUNT, gp ^ PHASE), ReaderState::ActiveCurrent);
+        assert_eq!(
+            reader_state(PHASE | GP_COUNT, gp ^ PHASE),
+            ReaderState::ActiveCurrent
+        );
     }
 
     #[test]

@@ -58,9 +58,10 @@
 //! same shard, [`rcu_barrier`] runs, or someone calls [`flush_lazy`] — a
 //! memory-pressure shrinker, typically, reading [`lazy_pending`] as its count.
 //! The backlog is bounded: past [`Tunables::high_water`] callbacks on a shard
-//! the worker skips its batching delay, and an enqueuer outside any read-side
-//! section waits for the worker to drain the shard below the mark instead of
-//! letting memory grow without bound.
+//! the worker skips its batching delay (expedites), and past
+//! [`Tunables::backlog_limit`] an enqueuer outside any read-side section waits
+//! for the worker to drain the shard instead of letting memory grow without
+//! bound.
 //!
 //! # Misuse
 //!

@@ -357,11 +357,20 @@ mod tests {
         for i in 0..5 {
             list.lock().push_back(i);
         }
-        assert_eq!(list.lock().remove_first(|v| *v == 4).unwrap().into_inner(), 4);
+        assert_eq!(
+            list.lock().remove_first(|v| *v == 4).unwrap().into_inner(),
+            4
+        );
         // The tail moved back: a push_back lands after 3.
         list.lock().push_back(9);
-        assert_eq!(list.lock().remove_first(|v| *v == 0).unwrap().into_inner(), 0);
-        assert_eq!(list.lock().remove_first(|v| *v == 2).unwrap().into_inner(), 2);
+        assert_eq!(
+            list.lock().remove_first(|v| *v == 0).unwrap().into_inner(),
+            0
+        );
+        assert_eq!(
+            list.lock().remove_first(|v| *v == 2).unwrap().into_inner(),
+            2
+        );
         assert!(list.lock().remove_first(|v| *v == 42).is_none());
         assert_eq!(contents(&list), [1, 3, 9]);
         assert_eq!(list.lock().len(), 3);

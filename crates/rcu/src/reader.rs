@@ -29,6 +29,7 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 
+use crate::barrier::reader_barrier;
 use crate::domain::domain;
 use crate::grace::{ReaderRef, FUTEX_WAITING, GP_COUNT, NEST_MASK};
 use crate::sync::{fence, lock, AtomicUsize, Ordering};
@@ -96,9 +97,12 @@ impl ReaderTls {
             self.reader.ctr.store(gp_ctr, Ordering::Relaxed);
             // Orders the `ctr` store before the section's loads. Pairs with
             // the grace period's step-2 `master_barrier()`.
-            domain.gp.mode.reader_barrier();
+            reader_barrier(domain.gp.mode.is_membarrier());
         } else {
-            debug_assert!(ctr & NEST_MASK < NEST_MASK, "RCU read-side nesting overflow");
+            debug_assert!(
+                ctr & NEST_MASK < NEST_MASK,
+                "RCU read-side nesting overflow"
+            );
             // Relaxed: nesting changes are invisible to grace periods (the
             // state only depends on nesting being non-zero).
             self.reader.ctr.store(ctr + GP_COUNT, Ordering::Relaxed);
@@ -115,16 +119,17 @@ impl ReaderTls {
                 return self.unlock_slow();
             }
             let domain = domain();
+            let membarrier = domain.gp.mode.is_membarrier();
             // Orders the section's loads before the `ctr` store. Pairs with
             // the grace period's step-6 `master_barrier()`.
-            domain.gp.mode.reader_barrier();
+            reader_barrier(membarrier);
             // Release: in fence mode the fence above already orders; in
             // membarrier mode this keeps the language-level story (the scan's
             // Acquire load synchronizes with it) at no cost on x86.
             self.reader.ctr.store(ctr - GP_COUNT, Ordering::Release);
             // Orders the `ctr` store before the `futex` load: the right column
             // of the handshake in grace.rs ("Sleeping").
-            domain.gp.mode.reader_barrier();
+            reader_barrier(membarrier);
             // Relaxed: see the handshake.
             if domain.gp.futex.load(Ordering::Relaxed) == FUTEX_WAITING {
                 domain.wake_gp();

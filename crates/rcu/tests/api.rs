@@ -41,7 +41,10 @@ fn synchronize_waits_for_pre_existing_reader() {
         })
     };
     go_tx.send(()).unwrap();
-    assert!(syncer.join().unwrap(), "synchronize_rcu returned while a pre-existing reader was inside");
+    assert!(
+        syncer.join().unwrap(),
+        "synchronize_rcu returned while a pre-existing reader was inside"
+    );
     reader.join().unwrap();
 }
 
@@ -71,7 +74,10 @@ fn callback_runs_only_after_pre_existing_reader() {
         .join()
         .unwrap();
     thread::sleep(Duration::from_millis(30));
-    assert!(!ran.load(Ordering::SeqCst), "callback ran while a pre-existing reader was inside");
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "callback ran while a pre-existing reader was inside"
+    );
     drop(g);
     rcu_barrier();
     assert!(ran.load(Ordering::SeqCst));
@@ -177,7 +183,10 @@ fn panicking_callbacks_are_contained() {
     let a = after_ran.clone();
     call_rcu(move || a.store(true, Ordering::SeqCst));
     rcu_barrier();
-    assert!(after_ran.load(Ordering::SeqCst), "worker died after a panicking callback");
+    assert!(
+        after_ran.load(Ordering::SeqCst),
+        "worker died after a panicking callback"
+    );
     assert!(stats().callback_panics >= before + 2);
     assert!(misuse_msg
         .lock()
@@ -215,7 +224,11 @@ fn barrier_waits_for_everything_queued_before_it() {
     let panics_before = stats().callback_panics;
     rcu_barrier();
     assert_eq!(count.load(Ordering::Relaxed), THREADS * EACH);
-    assert_eq!(stats().callback_panics, panics_before, "a callback ran out of order");
+    assert_eq!(
+        stats().callback_panics,
+        panics_before,
+        "a callback ran out of order"
+    );
 }
 
 #[test]
@@ -243,7 +256,11 @@ fn defer_drop_drops_after_grace_period() {
     .join()
     .unwrap();
     thread::sleep(Duration::from_millis(20));
-    assert_eq!(DROPS.load(Ordering::SeqCst), before, "dropped under a pre-existing reader");
+    assert_eq!(
+        DROPS.load(Ordering::SeqCst),
+        before,
+        "dropped under a pre-existing reader"
+    );
     drop(g);
     rcu_barrier();
     assert_eq!(DROPS.load(Ordering::SeqCst), before + 100);
@@ -267,7 +284,10 @@ fn rcu_ptr_concurrent_replacers_hand_back_each_value_once() {
             })
         })
         .collect();
-    let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut all: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     all.push(*Arc::try_unwrap(p).unwrap().into_box().unwrap());
     all.sort_unstable();
     let expected: Vec<u64> = (0..=THREADS as u64 * EACH).collect();

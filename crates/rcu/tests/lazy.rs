@@ -13,7 +13,10 @@ use shrinker_rcu::{call_rcu, call_rcu_lazy, flush_lazy, lazy_pending, rcu_barrie
 fn eventually(what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {
-        assert!(Instant::now() < deadline, "{what}: did not happen within 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: did not happen within 10 s"
+        );
         thread::sleep(Duration::from_millis(1));
     }
 }
@@ -37,14 +40,19 @@ fn lazy_flush_rules() {
     // A prompt callback on *another* thread (another shard) runs without it.
     let (other, cb) = flag();
     thread::spawn(move || call_rcu(cb)).join().unwrap();
-    eventually("prompt callback on another shard", || other.load(Ordering::SeqCst));
+    eventually("prompt callback on another shard", || {
+        other.load(Ordering::SeqCst)
+    });
     assert!(!held.load(Ordering::SeqCst), "lazy callback ran early");
 
     // Rule: a prompt callback on the same shard carries the lazy ones.
     let (prompt, cb) = flag();
     call_rcu(cb);
     eventually("prompt callback", || prompt.load(Ordering::SeqCst));
-    assert!(held.load(Ordering::SeqCst), "lazy callback not flushed by a prompt one");
+    assert!(
+        held.load(Ordering::SeqCst),
+        "lazy callback not flushed by a prompt one"
+    );
     assert_eq!(lazy_pending(), 0);
 
     // Rule: explicit flush (the shrinker's scan).
@@ -70,7 +78,11 @@ fn lazy_flush_rules() {
             ran.fetch_add(1, Ordering::SeqCst);
         });
     }
-    assert_eq!(lazy_pending(), 0, "the 100th lazy callback did not flush its shard");
+    assert_eq!(
+        lazy_pending(),
+        0,
+        "the 100th lazy callback did not flush its shard"
+    );
     eventually("count flush", || ran.load(Ordering::SeqCst) == 100);
     t.set_lazy_flush_count(10_000);
 
@@ -87,6 +99,7 @@ fn lazy_flush_rules() {
         .join()
         .unwrap();
     rcu_barrier();
-    rx.try_recv().expect("lazy callback of an exited thread was lost");
+    rx.try_recv()
+        .expect("lazy callback of an exited thread was lost");
     t.set_lazy_flush_delay(Duration::from_secs(10));
 }

@@ -51,7 +51,11 @@ impl Obj {
         let magic = self.magic.load(Ordering::Relaxed);
         assert_eq!(magic, ALIVE, "reader saw a freed object (magic {magic:#x})");
         for (i, p) in self.payload.iter().enumerate() {
-            assert_eq!(p.load(Ordering::Relaxed), self.generation ^ i as u64, "torn object");
+            assert_eq!(
+                p.load(Ordering::Relaxed),
+                self.generation ^ i as u64,
+                "torn object"
+            );
         }
         self.generation
     }
@@ -96,7 +100,11 @@ fn reader(shared: Arc<Shared>, seed: u64, rounds: Option<u64>) {
         let i = (rng % SLOTS as u64) as usize;
         let obj = shared.slots[i].load(&g).expect("slots are never null");
         let generation = obj.check();
-        assert!(generation >= last[i], "slot {i} went back from {} to {generation}", last[i]);
+        assert!(
+            generation >= last[i],
+            "slot {i} went back from {} to {generation}",
+            last[i]
+        );
         last[i] = generation;
         // Sometimes nest and walk the list; always linger a little; then
         // re-check: the object must still be alive at the end of the section.
@@ -127,7 +135,9 @@ fn updater(shared: Arc<Shared>, slot: usize, updates: u64, deadline: Instant) ->
         if Instant::now() > deadline {
             break;
         }
-        let old = shared.slots[slot].replace(Obj::new(generation)).expect("never null");
+        let old = shared.slots[slot]
+            .replace(Obj::new(generation))
+            .expect("never null");
         match generation % 6 {
             0 => drop(old), // deferred drop
             1 => {
@@ -182,7 +192,9 @@ fn rcutorture() {
             let mut n = 0u64;
             while !shared.stop.load(Ordering::Relaxed) {
                 let s = shared.clone();
-                thread::spawn(move || reader(s, n * 31 + 5, Some(200))).join().unwrap();
+                thread::spawn(move || reader(s, n * 31 + 5, Some(200)))
+                    .join()
+                    .unwrap();
                 n += 1;
             }
             n
