@@ -84,7 +84,8 @@ pub(crate) const NEST_MASK: usize = PHASE - 1;
 pub(crate) const FUTEX_WAITING: u32 = u32::MAX;
 
 /// Busy-wait scans before sleeping (liburcu's `RCU_QS_ACTIVE_ATTEMPTS`).
-const ACTIVE_ATTEMPTS: u32 = 100;
+/// Under loom, two, so that the models also explore the sleeping handshake.
+const ACTIVE_ATTEMPTS: u32 = if cfg!(loom) { 2 } else { 100 };
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 enum ReaderState {

@@ -69,6 +69,14 @@
 //! would wait for itself; both panic with a message that names the mistake, as
 //! does `rcu_barrier` from inside a callback.
 //!
+//! # Limits
+//!
+//! * `fork()`: like liburcu without its atfork hooks, the child may only call
+//!   `exec` (its copy of the reader registry names threads that do not exist
+//!   there, and it has no callback worker).
+//! * A read-side section that never ends (a leaked [`ReadGuard`]) stalls every
+//!   grace period, and with it every deferred free, as in the kernel.
+//!
 //! # Example
 //!
 //! ```

@@ -1,6 +1,6 @@
 //! loom models of the grace-period algorithm and of callbacks.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p shrinker-rcu --test loom_grace`
+//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p shrinker-rcu --test loom_grace`
 //!
 //! Under loom the readers' barrier is a `SeqCst` fence (loom does not model
 //! membarrier; a `SeqCst` fence on each side stands in for it). Each model

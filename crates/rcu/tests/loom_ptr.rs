@@ -1,7 +1,7 @@
 //! loom model of RcuPtr publication: a reader that loads the new pointer sees
 //! its initialisation (Release swap / Acquire load).
 //!
-//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p shrinker-rcu --test loom_ptr`
+//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p shrinker-rcu --test loom_ptr`
 #![cfg(loom)]
 
 use loom::cell::UnsafeCell;
