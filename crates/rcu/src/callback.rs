@@ -6,11 +6,12 @@
 //! Callbacks are queued on *shards* (the kernel's per-CPU `rcu_data`), each a
 //! mutex-protected pair of vectors on its own cache line; a thread always uses
 //! the same shard, so the mutex is uncontended and a thread's callbacks stay
-//! in FIFO order. A callback is a [`Deferred`]: a data pointer and a function
+//! in FIFO order. A callback is a [`Deferred`]: a data word and a function
 //! pointer, 16 bytes. `defer_drop(Box<T>)` stores the box's own pointer with
 //! `drop::<Box<T>>` as the function, so it allocates nothing (kfree_rcu's
-//! "no rcu_head" property); `call_rcu(f)` boxes `f` (no allocation when `f`
-//! captures nothing).
+//! "no rcu_head" property); `call_rcu(f)` stores `f` itself in the data word
+//! when it fits (a closure capturing one reference, `Arc` or `Box`), and boxes
+//! it otherwise.
 //!
 //! One worker thread (started by the first callback) loops:
 //!
@@ -53,6 +54,7 @@
 //! [`call_rcu`].
 
 use std::cell::Cell;
+use std::mem::{align_of, size_of, MaybeUninit};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, AtomicUsize as StdAtomicUsize};
 use std::time::{Duration, Instant};
@@ -62,48 +64,72 @@ use crossbeam_utils::CachePadded;
 use crate::domain::domain;
 use crate::sync::{lock, Mutex, Ordering};
 
-/// A type-erased callback: `call(data)` consumes `data`.
+/// A type-erased callback, two words: `call(&mut data)` consumes `data`.
+///
+/// `data` holds the closure itself when it fits in a word (a closure that
+/// captures one reference, `Arc` or `Box`: no allocation), and otherwise a
+/// pointer to it in a `Box`. `defer_drop` stores the user's box pointer.
 pub(crate) struct Deferred {
-    data: *mut (),
-    call: unsafe fn(*mut ()),
+    data: MaybeUninit<*mut ()>,
+    call: unsafe fn(*mut MaybeUninit<*mut ()>),
 }
 
 // SAFETY: a `Deferred` is only built from `Send` payloads (`from_fn` and
-// `from_box` require it), and it is run or dropped exactly once.
+// `from_box` require it), and it is run once or leaked.
 unsafe impl Send for Deferred {}
 
 impl Deferred {
     fn from_fn<F: FnOnce() + Send + 'static>(f: F) -> Self {
         /// # Safety
-        /// `p` came from `Box::<F>::into_raw` and is used once.
-        unsafe fn call_boxed<F: FnOnce()>(p: *mut ()) {
-            // SAFETY: per this function's contract.
-            let f = unsafe { Box::from_raw(p.cast::<F>()) };
+        /// `p` holds an `F` written by `from_fn`, read once.
+        unsafe fn call_inline<F: FnOnce()>(p: *mut MaybeUninit<*mut ()>) {
+            // SAFETY: per this function's contract; the slot is large and
+            // aligned enough (checked in `from_fn`).
+            let f = unsafe { p.cast::<F>().read() };
             f()
         }
-        Deferred {
-            data: Box::into_raw(Box::new(f)).cast(),
-            call: call_boxed::<F>,
+        /// # Safety
+        /// `p` holds a pointer from `Box::<F>::into_raw`, used once.
+        unsafe fn call_boxed<F: FnOnce()>(p: *mut MaybeUninit<*mut ()>) {
+            // SAFETY: per this function's contract.
+            let f = unsafe { Box::from_raw((*p).assume_init().cast::<F>()) };
+            f()
+        }
+        let mut data = MaybeUninit::<*mut ()>::uninit();
+        if size_of::<F>() <= size_of::<*mut ()>() && align_of::<F>() <= align_of::<*mut ()>() {
+            // SAFETY: the slot has room and alignment for an `F` (checked
+            // just above) and is uninitialised; `call_inline` reads it once.
+            unsafe { data.as_mut_ptr().cast::<F>().write(f) };
+            Deferred {
+                data,
+                call: call_inline::<F>,
+            }
+        } else {
+            data.write(Box::into_raw(Box::new(f)).cast());
+            Deferred {
+                data,
+                call: call_boxed::<F>,
+            }
         }
     }
 
     fn from_box<T: Send + 'static>(b: Box<T>) -> Self {
         /// # Safety
-        /// `p` came from `Box::<T>::into_raw` and is used once.
-        unsafe fn drop_boxed<T>(p: *mut ()) {
+        /// `p` holds a pointer from `Box::<T>::into_raw`, used once.
+        unsafe fn drop_boxed<T>(p: *mut MaybeUninit<*mut ()>) {
             // SAFETY: per this function's contract.
-            drop(unsafe { Box::from_raw(p.cast::<T>()) })
+            drop(unsafe { Box::from_raw((*p).assume_init().cast::<T>()) })
         }
         Deferred {
-            data: Box::into_raw(b).cast(),
+            data: MaybeUninit::new(Box::into_raw(b).cast()),
             call: drop_boxed::<T>,
         }
     }
 
-    fn run(self) {
+    fn run(mut self) {
         // SAFETY: `call` and `data` were paired by a constructor above, and
         // `self` is consumed, so this runs once.
-        unsafe { (self.call)(self.data) }
+        unsafe { (self.call)(&mut self.data) }
     }
 }
 
@@ -797,5 +823,44 @@ pub fn stats() -> Stats {
         pending: callbacks.pending(),
         lazy_pending: lazy_pending(),
         readers: crate::reader::registered_readers(),
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    #[test]
+    fn deferred_runs_inline_and_boxed_closures_once() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        // One word: stored inline.
+        let h = hits.clone();
+        let inline = Deferred::from_fn(move || {
+            h.fetch_add(1, Ordering::Relaxed);
+        });
+        // Four words: boxed.
+        let (h, pad) = (hits.clone(), [7u64; 3]);
+        let boxed = Deferred::from_fn(move || {
+            h.fetch_add(pad.iter().sum::<u64>() as usize, Ordering::Relaxed);
+        });
+        // Zero-sized.
+        let zst = Deferred::from_fn(|| {});
+        inline.run();
+        boxed.run();
+        zst.run();
+        assert_eq!(hits.load(Ordering::Relaxed), 1 + 21);
+        // Every captured Arc was dropped exactly once.
+        assert_eq!(Arc::strong_count(&hits), 1);
+    }
+
+    #[test]
+    fn deferred_drops_boxes() {
+        let token = Arc::new(());
+        let d = Deferred::from_box(Box::new((token.clone(), [0u8; 100])));
+        assert_eq!(Arc::strong_count(&token), 2);
+        d.run();
+        assert_eq!(Arc::strong_count(&token), 1);
     }
 }
