@@ -59,6 +59,7 @@ impl Domain {
 
     #[cfg(loom)]
     fn new() -> Self {
+        LOOM_DOMAIN_LIVE.with(|live| live.set(true));
         Domain {
             gp: CachePadded::new(GpWord {
                 ctr: AtomicUsize::new(crate::grace::GP_COUNT),
@@ -71,6 +72,23 @@ impl Domain {
             defunct_readers: CachePadded::new(AtomicUsize::new(0)),
             callbacks: Callbacks::new(),
         }
+    }
+}
+
+// loom drops its lazy statics before the main thread's thread-locals, so a
+// reader record of the main thread is dropped after the domain: it must not
+// touch the domain then (there is nothing left to unregister from). A model's
+// executions run one at a time on one OS thread (parallel `#[test]`s use
+// other OS threads), so an OS-thread-local flag tells the domain's state.
+#[cfg(loom)]
+std::thread_local! {
+    pub(crate) static LOOM_DOMAIN_LIVE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(loom)]
+impl Drop for Domain {
+    fn drop(&mut self) {
+        LOOM_DOMAIN_LIVE.with(|live| live.set(false));
     }
 }
 

@@ -76,7 +76,9 @@ impl Drop for Registration {
 #[cfg(loom)]
 impl Drop for ReaderTls {
     fn drop(&mut self) {
-        self.unregister();
+        if crate::domain::LOOM_DOMAIN_LIVE.with(std::cell::Cell::get) {
+            self.unregister();
+        }
     }
 }
 

@@ -130,3 +130,21 @@ fn concurrent_synchronize_callers() {
         reader.join().unwrap();
     });
 }
+
+/// The main thread is a reader too (its record outlives the model's domain:
+/// dropping it must not touch the domain).
+#[test]
+fn main_thread_reads_while_another_synchronizes() {
+    loom::model(|| {
+        let p = Arc::new(RcuPtr::new(Obj(UnsafeCell::new(1))));
+        let updater = {
+            let p = p.clone();
+            thread::spawn(move || {
+                let old = p.replace(Obj(UnsafeCell::new(2))).unwrap().into_box();
+                old.poison();
+            })
+        };
+        read_once(&p);
+        updater.join().unwrap();
+    });
+}
