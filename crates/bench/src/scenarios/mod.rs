@@ -12,6 +12,9 @@ use crate::harness::{Config, Progress, Report};
 pub mod call_rcu;
 pub mod rcu_read;
 pub mod rcu_sync;
+pub mod refcount;
+pub mod register_churn;
+pub mod shrink_global;
 
 /// One experiment.
 #[derive(Clone, Copy, Debug)]
@@ -25,7 +28,14 @@ pub struct Scenario {
 }
 
 /// Every scenario, in the order of a full run (DESIGN.md §7 order).
-pub const ALL: &[Scenario] = &[rcu_read::SCENARIO, rcu_sync::SCENARIO, call_rcu::SCENARIO];
+pub const ALL: &[Scenario] = &[
+    rcu_read::SCENARIO,
+    rcu_sync::SCENARIO,
+    call_rcu::SCENARIO,
+    refcount::SCENARIO,
+    shrink_global::SCENARIO,
+    register_churn::SCENARIO,
+];
 
 /// Looks a scenario up by name.
 pub fn find(name: &str) -> Option<&'static Scenario> {

@@ -1,0 +1,153 @@
+//! The Linux kernel's shrinkers, for userspace.
+//!
+//! A process full of caches needs a way to give memory back when memory is
+//! short, in proportion to how hard it is short and to how costly each cache
+//! is to refill. The kernel's answer is the *shrinker*: each cache registers
+//! two callbacks, `count` ("how many objects could you free?") and `scan`
+//! ("free up to this many"), and reclaim calls every registered shrinker at a
+//! *priority* from 12 (gentle: 1/4096th of each cache) down to 0 (desperate).
+//! This crate ports it with the Linux 6.7 design:
+//!
+//! | kernel | here |
+//! |---|---|
+//! | `count_objects` / `scan_objects`, `SHRINK_EMPTY` / `SHRINK_STOP` | [`Shrink`], [`Count::Empty`], [`Scan::Stop`] |
+//! | `struct shrink_control` | [`ShrinkControl`] |
+//! | `shrinker_alloc()` + fields | [`ShrinkerBuilder`] → [`Shrinker`] |
+//! | `shrinker_register()` / `shrinker_free()` | [`Shrinker::register`] → [`Registered`] / dropping it |
+//! | `shrinker_list`, `shrinker_mutex`, `shrinker_idr` | [`ShrinkerRegistry`] ([`global`](ShrinkerRegistry::global) or your own) |
+//! | `shrink_slab(gfp, nid, memcg, priority)` | [`ShrinkerRegistry::shrink`] with a [`ShrinkRequest`] |
+//! | `do_shrink_slab()` | the private `engine` module, kernel-exact |
+//! | debugfs `<name>-<id>/count`, `scan` | [`ShrinkerRegistry::count`], [`ShrinkerRegistry::scan`], [`ShrinkerRegistry::shrinkers`] |
+//!
+//! # Example: a cache made shrinkable
+//!
+//! ```
+//! use shrinker::{Count, Scan, Shrink, ShrinkControl, ShrinkerBuilder, ShrinkRequest, ShrinkerRegistry};
+//! use std::collections::VecDeque;
+//! use std::sync::Mutex;
+//!
+//! struct Cache(Mutex<VecDeque<Vec<u8>>>); // oldest first
+//!
+//! impl Shrink for Cache {
+//!     fn count(&self, _: &ShrinkControl) -> Count {
+//!         match self.0.lock().unwrap().len() {
+//!             0 => Count::Empty,
+//!             n => Count::Objects(n),
+//!         }
+//!     }
+//!     fn scan(&self, sc: &mut ShrinkControl) -> Scan {
+//!         let mut q = self.0.lock().unwrap();
+//!         let n = sc.nr_to_scan().min(q.len());
+//!         q.drain(..n); // evict the oldest
+//!         Scan::Freed(n)
+//!     }
+//! }
+//!
+//! # let registry = ShrinkerRegistry::builder().nodes(1).build()?;
+//! let cache = ShrinkerBuilder::new("blob-cache")
+//!     .build_in(&registry, Cache(Mutex::new((0..10_000).map(|_| vec![0; 64]).collect())))?
+//!     .register();
+//!
+//! // Memory is short: reclaim (normally a pressure monitor does this).
+//! let freed = registry.shrink(&ShrinkRequest { priority: 4, ..Default::default() })?;
+//! // (10,000 >> 4) * 4 / 2 = 1,250 to scan: 9 batches of 128; 98 deferred.
+//! assert_eq!(freed, 1_152);
+//! assert_eq!(cache.0.lock().unwrap().len(), 10_000 - 1_152);
+//! drop(cache); // unregisters: waits only for its own running callbacks
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Lifecycle
+//!
+//! Build (allocate the id and deferred counters; may fail with a typed
+//! [`BuildError`]) → register (link on the RCU list under the registry mutex,
+//! then set the reference count to 1 *last*, with release) → in use
+//! (reclaim pins it with `try_get`/`put`) → unregister (drop the initial
+//! reference; wait on a completion until every in-flight call has put its
+//! reference; unlink under the mutex; free with `call_rcu`, never waiting for
+//! a grace period) → freed. A shrinker built but never registered is freed
+//! without any wait. `shrinker.rs` and `node.rs` carry the numbered
+//! protocols and the state table.
+//!
+//! # The reclaim walk
+//!
+//! Lockless: iterate the RCU list, pin, leave the read section while calling
+//! out (callbacks may block), re-enter before unpinning. A walk never waits
+//! for registration and is never refused because of it; registration and
+//! unregistration never wait for a walk; a shrinker blocked in its callback
+//! blocks only its own unregister. `registry.rs` has the numbered protocol,
+//! and why the pin is a [`shrinker_sync::Refcount`] rather than a
+//! `PercpuRef`.
+//!
+//! # Nodes and groups
+//!
+//! The node count comes from `/sys/devices/system/node/online`
+//! ([`RegistryBuilder::nodes`] overrides it). NUMA-aware shrinkers get the
+//! request's node and per-node deferred work; the others are always told
+//! node 0 and keep one deferred count (the kernel's rule). Memory groups
+//! (memory cgroups) are the next issue: shrinkers already have stable ids
+//! from an RCU-readable id table, the `group_aware` flag is stored, and
+//! deferred work is addressed by (group, node) with only [`GroupId::ROOT`]
+//! existing.
+//!
+//! # Faults and misuse
+//!
+//! A callback that panics is caught; its reference is still put, the panic
+//! is counted in its [`ShrinkerStats`] and reported through `tracing`, and
+//! the walk goes on. Unregistering a shrinker from inside its own callback
+//! would wait for itself: it panics with a message naming the misuse.
+//!
+//! # Checking
+//!
+//! `tests/loom_lifecycle.rs` models try_get/put against unregister with
+//! `--cfg loom` (nodes are marked instead of freed there, so a walker that
+//! touches a freed node fails the model); `tests/torture.rs` churns
+//! registrations against walks under AddressSanitizer in CI.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
+mod engine;
+mod error;
+mod group;
+mod ids;
+mod info;
+mod node;
+mod registry;
+mod request;
+mod shrink;
+mod shrinker;
+mod topology;
+
+pub use error::{BuildError, ShrinkError};
+pub use group::GroupId;
+pub use info::{ShrinkerFlags, ShrinkerId, ShrinkerInfo, ShrinkerStats};
+pub use registry::{RegistryBuilder, ShrinkerRegistry};
+pub use request::ShrinkRequest;
+pub use shrink::{Count, Scan, Shrink, ShrinkControl};
+pub use shrinker::{Registered, Shrinker, ShrinkerBuilder};
+
+/// The std/loom switch: every atomic and lock that takes part in a protocol
+/// comes from here. (Statistics counters are std atomics on purpose: see
+/// `node.rs`.)
+#[allow(unused_imports)]
+mod sync {
+    #[cfg(loom)]
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
+    #[cfg(loom)]
+    pub(crate) use loom::sync::{Mutex, MutexGuard};
+
+    #[cfg(not(loom))]
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
+    #[cfg(not(loom))]
+    pub(crate) use std::sync::{Mutex, MutexGuard};
+
+    pub(crate) use std::sync::atomic::Ordering;
+
+    /// Lock a mutex whose state stays consistent even if a holder panicked
+    /// (every critical section here is panic-free), so poisoning carries no
+    /// information.
+    #[inline]
+    pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

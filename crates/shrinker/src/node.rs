@@ -1,0 +1,402 @@
+//! The shrinker object the registry links, pins and frees (`struct shrinker`),
+//! and the pin protocol: `try_get` / `put`, the completion, the thread-local
+//! "inside shrinker X" marker, and the callback wrapper that catches panics
+//! and keeps statistics.
+//!
+//! # States (Linux 6.7's, seed 000)
+//!
+//! | state | entered by | `refcount` | on the list | walkers may call it |
+//! |---|---|---|---|---|
+//! | built | `ShrinkerBuilder::build` | 0 | no | no |
+//! | registered | `Shrinker::register`: link under the mutex, **then** `set_release(1)` | 1 + pins | yes | yes (`try_get` succeeds) |
+//! | draining | `unregister` step 1: put the initial reference; step 2: wait on `done` | → 0 | yes | no (`try_get` fails for good) |
+//! | unlinked | step 3, under the mutex: unlink (keeping `next`), clear the id slot | 0 | no; walkers standing on it go on through `next` | no |
+//! | freed | step 4: `call_rcu` (`defer_drop`) frees the node after a grace period | — | — | — |
+//!
+//! A built shrinker that is never registered is freed at once: nobody else
+//! ever saw it.
+//!
+//! # Why a walker may leave the read section while pinned
+//!
+//! The pin (a reference) keeps the node *linked*: unregister unlinks only
+//! after the count reached zero, which needs the walker's `put`. The walker
+//! re-enters a read section *before* `put`, so the node's grace period, which
+//! starts after the unlink, which comes after the `put`, cannot end before
+//! that section does: `next` is read from live memory. The successor read
+//! from `next` is either still linked (so not freed) or was unlinked; if its
+//! unlink was visible to nobody when our section began, its grace period
+//! waits for us, and if its grace period ended before our section began, RCU
+//! guarantees that we see the unlinking store, so `next` no longer names it.
+//! That is the kernel's "`*MUST*` reacquire the RCU lock before calling
+//! `shrinker_put()`" comment, spelled out.
+//!
+//! # Why every `put` happens inside a read section
+//!
+//! The `put` that drops the count to zero then calls `done.complete()`. The
+//! unregistering thread wakes from `done.wait()`, unlinks and frees the node
+//! with `call_rcu`; the completer may still be inside `complete()` (the
+//! mutex unlock and wake-up touch the node's memory). Because the completer
+//! is in a read section, the free's grace period waits for it to leave
+//! `complete()` and the section.
+
+use std::cell::{Cell, UnsafeCell};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use shrinker_sync::{Completion, Refcount};
+
+use crate::engine::{self, Callee, Outcome};
+use crate::group::{Deferred, GroupId};
+use crate::info::{ShrinkerFlags, ShrinkerId, ShrinkerStats};
+use crate::shrink::{Count, Scan, Shrink, ShrinkControl};
+use crate::sync::{AtomicPtr, Ordering};
+
+/// Per-shrinker statistics: plain counters, always on.
+///
+/// They are std atomics even under loom (they take no part in any protocol,
+/// and modelling them would only multiply loom's interleavings) and every
+/// access is `Relaxed`: each counter is read alone, as a snapshot, and
+/// nothing is published through it. A reader may see `scan_calls` of one
+/// moment and `freed` of another; the debugfs files have the same property.
+#[derive(Default)]
+pub(crate) struct NodeStats {
+    pub(crate) count_calls: AtomicU64,
+    pub(crate) scan_calls: AtomicU64,
+    pub(crate) scanned: AtomicU64,
+    pub(crate) freed: AtomicU64,
+    pub(crate) scan_ns: AtomicU64,
+    pub(crate) panics: AtomicU64,
+}
+
+/// One shrinker (`struct shrinker`). Fields a walk touches on every visit
+/// come first.
+///
+/// # Invariants
+///
+/// * `shrink` points to the `Box<S>` the shrinker was built with. It is
+///   dereferenced only by a thread that holds a reference (`try_get`
+///   succeeded and `put` has not run), or by the owner after `done.wait()`
+///   returned (no reference can be taken again), who takes the box back.
+///   The node's `Drop` never touches it.
+/// * `next` and `prev` change only under the registry mutex; `next` is kept
+///   when the node is unlinked.
+/// * The node is freed only after a grace period that began after it was
+///   unlinked and its id slot cleared, or, never registered, by its owner.
+#[repr(C)]
+pub(crate) struct Node {
+    /// 0 = not (or no longer) callable; 1 + pins while registered.
+    pub(crate) refcount: Refcount,
+    pub(crate) seeks: u32,
+    pub(crate) batch: usize,
+    /// The successor on the registry list (null: last).
+    pub(crate) next: AtomicPtr<Node>,
+    shrink: NonNull<dyn Shrink>,
+    pub(crate) flags: ShrinkerFlags,
+    pub(crate) stats: NodeStats,
+    /// The predecessor on the list, for an O(1) unlink (registry mutex).
+    prev: UnsafeCell<*mut Node>,
+    /// Completed by the `put` that drops `refcount` to zero.
+    pub(crate) done: Completion,
+    pub(crate) id: ShrinkerId,
+    pub(crate) name: Box<str>,
+    pub(crate) deferred: Deferred,
+    /// Under loom the node is not deallocated but marked, so that a walker
+    /// touching it after its "free" fails the model.
+    #[cfg(loom)]
+    pub(crate) freed: crate::sync::AtomicBool,
+}
+
+// SAFETY: the node owns a `Box<dyn Shrink>` (`Send + Sync`) through `shrink`;
+// `prev` is only accessed under the registry mutex; everything else is
+// atomic, immutable after build, or itself `Send + Sync`.
+unsafe impl Send for Node {}
+// SAFETY: as above; shared access to `shrink` is `&dyn Shrink`, which is
+// `Sync`.
+unsafe impl Sync for Node {}
+
+impl Node {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        shrink: NonNull<dyn Shrink>,
+        id: ShrinkerId,
+        name: Box<str>,
+        flags: ShrinkerFlags,
+        seeks: u32,
+        batch: usize,
+        deferred: Deferred,
+    ) -> Self {
+        Node {
+            refcount: Refcount::new(0),
+            seeks,
+            batch,
+            next: AtomicPtr::new(ptr::null_mut()),
+            shrink,
+            flags,
+            stats: NodeStats::default(),
+            prev: UnsafeCell::new(ptr::null_mut()),
+            done: Completion::new(),
+            id,
+            name,
+            deferred,
+            #[cfg(loom)]
+            freed: crate::sync::AtomicBool::new(false),
+        }
+    }
+
+    /// The type-erased state pointer, for its owner to take back.
+    pub(crate) fn shrink_ptr(&self) -> NonNull<dyn Shrink> {
+        self.shrink
+    }
+
+    /// The list predecessor.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the registry mutex.
+    pub(crate) unsafe fn prev(&self) -> *mut Node {
+        // SAFETY: the mutex serialises every access to `prev` (contract).
+        unsafe { *self.prev.get() }
+    }
+
+    /// Set the list predecessor.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the registry mutex.
+    pub(crate) unsafe fn set_prev(&self, p: *mut Node) {
+        // SAFETY: the mutex serialises every access to `prev` (contract).
+        unsafe { *self.prev.get() = p }
+    }
+
+    /// Pin the shrinker if it is registered (`shrinker_try_get`).
+    ///
+    /// # Ordering
+    ///
+    /// Acquire on success: pairs with the Release `set_release(1)` in
+    /// `register`, so the fields written at build and register are visible.
+    #[inline]
+    #[must_use = "a successful try_get must be balanced by put"]
+    pub(crate) fn try_get(&self) -> bool {
+        self.refcount.inc_not_zero_acquire()
+    }
+
+    /// Drop a pin or the initial reference (`shrinker_put`): the last one
+    /// completes `done`. The caller must be inside an RCU read section unless
+    /// it is the unregistering owner (module doc).
+    ///
+    /// # Ordering
+    ///
+    /// Release (Acquire on the last): every access this pin made to the
+    /// shrinker happens-before the completion the owner waits for.
+    #[inline]
+    pub(crate) fn put(&self) {
+        if self.refcount.dec_and_test() {
+            self.complete_slow();
+        }
+    }
+
+    #[cold]
+    fn complete_slow(&self) {
+        self.done.complete();
+    }
+
+    /// Statistics snapshot; `deferred` is the sum over nodes.
+    pub(crate) fn stats_snapshot(&self) -> ShrinkerStats {
+        let s = &self.stats;
+        // Relaxed everywhere: see `NodeStats`.
+        ShrinkerStats {
+            count_calls: s.count_calls.load(Ordering::Relaxed),
+            scan_calls: s.scan_calls.load(Ordering::Relaxed),
+            scanned: s.scanned.load(Ordering::Relaxed),
+            freed: s.freed.load(Ordering::Relaxed),
+            deferred: self
+                .deferred
+                .iter()
+                .map(|d| d.load(Ordering::Relaxed) as u64)
+                .sum(),
+            scan_time: std::time::Duration::from_nanos(s.scan_ns.load(Ordering::Relaxed)),
+            panics: s.panics.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The node index a request for `node` uses: its own for a NUMA-aware
+    /// shrinker, 0 otherwise (`do_shrink_slab`: `if (!(shrinker->flags &
+    /// SHRINKER_NUMA_AWARE)) nid = 0;`).
+    #[inline]
+    fn effective_node(&self, node: usize) -> usize {
+        if self.flags.numa_aware {
+            node
+        } else {
+            0
+        }
+    }
+
+    /// `do_shrink_slab` on this shrinker. The caller holds a pin.
+    pub(crate) fn shrink_pinned(&self, node: usize, group: GroupId, priority: u8) -> Outcome {
+        let nid = self.effective_node(node);
+        let mut sc = ShrinkControl::new(nid, group);
+        let deferred = self.deferred.slot(group, nid);
+        let outcome = mark_inside(self, || {
+            engine::do_shrink_slab(
+                &mut Caller { node: self },
+                &mut sc,
+                u32::from(priority),
+                self.seeks,
+                self.batch,
+                deferred,
+            )
+        });
+        if outcome.scanned > 0 || outcome.freed > 0 {
+            // Relaxed: see `NodeStats`.
+            self.stats
+                .scanned
+                .fetch_add(outcome.scanned as u64, Ordering::Relaxed);
+            self.stats
+                .freed
+                .fetch_add(outcome.freed as u64, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    /// One `count` by hand (debugfs `count`). The caller holds a pin.
+    pub(crate) fn count_pinned(&self, node: usize) -> Count {
+        let sc = ShrinkControl::new(self.effective_node(node), GroupId::ROOT);
+        mark_inside(self, || Caller { node: self }.count(&sc))
+    }
+
+    /// One `scan` of `nr` objects by hand (debugfs `scan`). The caller holds
+    /// a pin.
+    pub(crate) fn scan_pinned(&self, node: usize, nr: usize) -> Scan {
+        let mut sc = ShrinkControl::new(self.effective_node(node), GroupId::ROOT);
+        sc.prepare_scan(nr);
+        let r = mark_inside(self, || Caller { node: self }.scan(&mut sc));
+        // Relaxed: see `NodeStats`.
+        self.stats
+            .scanned
+            .fetch_add(sc.nr_scanned() as u64, Ordering::Relaxed);
+        if let Scan::Freed(n) = r {
+            self.stats.freed.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    #[cold]
+    fn report_panic(&self, what: &str, payload: &(dyn std::any::Any + Send)) {
+        // Relaxed: see `NodeStats`.
+        self.stats.panics.fetch_add(1, Ordering::Relaxed);
+        let msg = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("<non-string panic payload>");
+        tracing::error!(
+            target: "shrinker",
+            shrinker = %format_args!("{}-{}", self.name, self.id.index()),
+            "{what} callback panicked (caught; reclaim continues): {msg}"
+        );
+    }
+}
+
+/// The engine's view of a pinned node's callbacks: panics caught, statistics
+/// kept.
+struct Caller<'a> {
+    node: &'a Node,
+}
+
+impl Caller<'_> {
+    #[inline]
+    fn shrink(&self) -> &dyn Shrink {
+        // SAFETY: the caller holds a pin (`shrink_pinned` & co. say so), so
+        // the owner has not taken the box back (type invariant).
+        unsafe { self.node.shrink.as_ref() }
+    }
+}
+
+impl Callee for Caller<'_> {
+    #[inline]
+    fn count(&mut self, sc: &ShrinkControl) -> Count {
+        // Relaxed: see `NodeStats`.
+        self.node.stats.count_calls.fetch_add(1, Ordering::Relaxed);
+        let shrink = self.shrink();
+        match catch_unwind(AssertUnwindSafe(|| shrink.count(sc))) {
+            Ok(c) => c,
+            Err(payload) => {
+                self.node.report_panic("count", &*payload);
+                Count::Objects(0)
+            }
+        }
+    }
+
+    fn scan(&mut self, sc: &mut ShrinkControl) -> Scan {
+        // Relaxed: see `NodeStats`.
+        self.node.stats.scan_calls.fetch_add(1, Ordering::Relaxed);
+        let shrink = self.shrink();
+        let start = Instant::now();
+        let r = catch_unwind(AssertUnwindSafe(|| shrink.scan(sc)));
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.node.stats.scan_ns.fetch_add(ns, Ordering::Relaxed);
+        match r {
+            Ok(s) => s,
+            Err(payload) => {
+                self.node.report_panic("scan", &*payload);
+                sc.set_nr_scanned(0);
+                Scan::Stop
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// "Currently inside shrinker X": a chain of frames on the callers' stacks.
+
+/// One callout in progress on this thread.
+struct Frame {
+    node: *const Node,
+    outer: *const Frame,
+}
+
+#[cfg(not(loom))]
+std::thread_local! {
+    static INNERMOST: Cell<*const Frame> = const { Cell::new(ptr::null()) };
+}
+#[cfg(loom)]
+loom::thread_local! {
+    static INNERMOST: Cell<*const Frame> = Cell::new(ptr::null());
+}
+
+/// Run `f` (a callout into `node`) with `node` marked as pinned by this
+/// thread. Nested callouts (a callback that shrinks by hand) chain.
+#[inline]
+fn mark_inside<R>(node: &Node, f: impl FnOnce() -> R) -> R {
+    struct Restore(*const Frame);
+    impl Drop for Restore {
+        #[inline]
+        fn drop(&mut self) {
+            let outer = self.0;
+            // `try_with`: during thread teardown the marker is simply gone.
+            let _ = INNERMOST.try_with(|c| c.set(outer));
+        }
+    }
+    let outer = INNERMOST.try_with(Cell::get).unwrap_or(ptr::null());
+    let frame = Frame { node, outer };
+    let _ = INNERMOST.try_with(|c| c.set(&frame));
+    // Declared after `frame`, so dropped (unlinking `frame`) before it.
+    let _restore = Restore(outer);
+    f()
+}
+
+/// Is this thread inside a callout into `node`?
+pub(crate) fn inside(node: *const Node) -> bool {
+    let mut f = INNERMOST.try_with(Cell::get).unwrap_or(ptr::null());
+    // SAFETY: every frame in the chain lives on the stack of a `mark_inside`
+    // call still running on this thread (each unlinks itself before it dies).
+    while let Some(frame) = unsafe { f.as_ref() } {
+        if ptr::eq(frame.node, node) {
+            return true;
+        }
+        f = frame.outer;
+    }
+    false
+}

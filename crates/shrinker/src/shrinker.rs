@@ -1,0 +1,412 @@
+//! Building, registering and unregistering a shrinker:
+//! [`ShrinkerBuilder`] → [`Shrinker`] (built, unregistered) →
+//! [`Registered`] (on the list) → back to your state.
+//!
+//! # Register (`shrinker_register`)
+//!
+//! 1. Under the registry mutex: append to the RCU list
+//!    (`list_add_tail_rcu`) and publish the id. Walkers may now *see* the
+//!    shrinker, but its count is 0, so `try_get` fails and they skip it.
+//! 2. Outside the mutex, **last**: `refcount.set_release(1)`. From here on
+//!    walkers pin it; the Release pairs with their Acquire `try_get` and
+//!    publishes everything written at build. (Seed 000: "refcount set last".)
+//!
+//! # Unregister (`shrinker_free`)
+//!
+//! 0. Misuse checks: panics if the calling thread is inside a callback of
+//!    this very shrinker (it would wait for itself), or inside an RCU read
+//!    section (a callback that waits for a grace period would then wait for
+//!    us while we wait for it).
+//! 1. Drop the initial reference (`shrinker_put`). `try_get` fails from now
+//!    on: a zero count never rises again.
+//! 2. Unless step 1 dropped the last reference, wait on the completion until
+//!    every in-flight pin has been put (the last `put` completes it). "After
+//!    that, no shrinker is running or will run again."
+//! 3. Under the mutex: unlink (`list_del_rcu`: `next` stays for walkers
+//!    standing on the node), clear and free the id.
+//! 4. Take the private state back (nobody can call it any more) and free the
+//!    node with `call_rcu` — after a grace period, without waiting for one.
+//!
+//! Unregistering waits for this shrinker's running callbacks only: not for
+//! a grace period, not for other shrinkers, not for walks.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
+use std::ptr::NonNull;
+
+use crate::engine::{DEFAULT_SEEKS, SHRINK_BATCH};
+use crate::error::BuildError;
+use crate::group::Deferred;
+use crate::info::{ShrinkerFlags, ShrinkerId, ShrinkerStats};
+use crate::node::Node;
+use crate::registry::{inside_callback_of, ShrinkerRegistry};
+use crate::shrink::Shrink;
+
+/// Configures a shrinker (`shrinker_alloc` arguments plus the fields set
+/// before `shrinker_register`).
+///
+/// # Examples
+///
+/// ```
+/// use shrinker::{Count, Scan, Shrink, ShrinkControl, ShrinkerBuilder, ShrinkerRegistry};
+/// struct Dentries;
+/// impl Shrink for Dentries {
+///     fn count(&self, _: &ShrinkControl) -> Count { Count::Empty }
+///     fn scan(&self, _: &mut ShrinkControl) -> Scan { Scan::Stop }
+/// }
+/// let reg = ShrinkerRegistry::builder().nodes(2).build()?;
+/// let s = ShrinkerBuilder::new("dentry")
+///     .numa_aware(true)
+///     .seeks(0) // free to recreate: trim aggressively
+///     .batch(1024)
+///     .build_in(&reg, Dentries)?;
+/// assert_eq!(s.name(), "dentry");
+/// let s = s.register();
+/// assert_eq!(reg.len(), 1);
+/// let _state: Dentries = s.unregister();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ShrinkerBuilder {
+    name: String,
+    flags: ShrinkerFlags,
+    seeks: u32,
+    batch: usize,
+}
+
+impl ShrinkerBuilder {
+    /// A shrinker called `name` (listed as `name-id`), not NUMA- or
+    /// group-aware, `seeks` 2, `batch` 128.
+    pub fn new(name: impl Into<String>) -> Self {
+        ShrinkerBuilder {
+            name: name.into(),
+            flags: ShrinkerFlags::default(),
+            seeks: DEFAULT_SEEKS,
+            batch: SHRINK_BATCH,
+        }
+    }
+
+    /// Call it per node, with per-node deferred work (`SHRINKER_NUMA_AWARE`).
+    pub fn numa_aware(mut self, on: bool) -> Self {
+        self.flags.numa_aware = on;
+        self
+    }
+
+    /// Call it per memory group (`SHRINKER_MEMCG_AWARE`). Stored; memory
+    /// groups arrive with the next issue.
+    pub fn group_aware(mut self, on: bool) -> Self {
+        self.flags.group_aware = on;
+        self
+    }
+
+    /// The cost of recreating an object, in "seeks" (default 2,
+    /// `DEFAULT_SEEKS`). Higher means gentler reclaim; 0 means free to
+    /// recreate: half of the cache is asked for at every priority.
+    pub fn seeks(mut self, seeks: u32) -> Self {
+        self.seeks = seeks;
+        self
+    }
+
+    /// Objects per scan call (default 128, `SHRINK_BATCH`; 0 means the
+    /// default, as in the kernel).
+    pub fn batch(mut self, batch: usize) -> Self {
+        self.batch = if batch == 0 { SHRINK_BATCH } else { batch };
+        self
+    }
+
+    /// Build in the [global](ShrinkerRegistry::global) registry.
+    ///
+    /// # Errors
+    ///
+    /// As [`build_in`](Self::build_in).
+    #[cfg(not(loom))]
+    pub fn build<S: Shrink>(self, state: S) -> Result<Shrinker<S>, BuildError> {
+        self.build_in(ShrinkerRegistry::global(), state)
+    }
+
+    /// Allocate the shrinker in `registry`: its id and its deferred
+    /// counters. Nothing is visible to reclaim until
+    /// [`Shrinker::register`].
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::EmptyName`]; [`BuildError::TooManyShrinkers`] when the
+    /// registry is full; [`BuildError::Alloc`] when memory runs out.
+    pub fn build_in<S: Shrink>(
+        self,
+        registry: &ShrinkerRegistry,
+        state: S,
+    ) -> Result<Shrinker<S>, BuildError> {
+        if self.name.is_empty() {
+            return Err(BuildError::EmptyName);
+        }
+        let nr = if self.flags.numa_aware {
+            registry.nr_nodes()
+        } else {
+            1
+        };
+        let deferred = Deferred::try_new(nr)?;
+        let id = registry.alloc_id()?;
+        let shrink: NonNull<dyn Shrink> = NonNull::from(Box::leak(Box::new(state)));
+        let node = Box::new(Node::new(
+            shrink,
+            id,
+            self.name.into_boxed_str(),
+            self.flags,
+            self.seeks,
+            self.batch,
+            deferred,
+        ));
+        Ok(Shrinker {
+            node: NonNull::from(Box::leak(node)),
+            registry: registry.clone(),
+            _state: PhantomData,
+        })
+    }
+}
+
+/// A built, unregistered shrinker (`shrinker_alloc`'s result). Dropping it
+/// frees it at once: nobody else has seen it.
+#[must_use = "a shrinker does nothing until it is registered"]
+pub struct Shrinker<S: Shrink> {
+    node: NonNull<Node>,
+    registry: ShrinkerRegistry,
+    _state: PhantomData<Box<S>>,
+}
+
+// SAFETY: the shrinker owns its node and its `S` (`Send + Sync`).
+unsafe impl<S: Shrink> Send for Shrinker<S> {}
+// SAFETY: `&Shrinker` gives `&S` (`Sync`) and read-only node fields.
+unsafe impl<S: Shrink> Sync for Shrinker<S> {}
+
+impl<S: Shrink> Shrinker<S> {
+    #[inline]
+    fn node(&self) -> &Node {
+        // SAFETY: owned, live node.
+        unsafe { self.node.as_ref() }
+    }
+
+    /// The stable id.
+    #[must_use]
+    pub fn id(&self) -> ShrinkerId {
+        self.node().id
+    }
+
+    /// The name given to the builder.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.node().name
+    }
+
+    /// Publish it to reclaim (`shrinker_register`; module doc, "Register").
+    ///
+    /// # Ordering
+    ///
+    /// Release: every write made before this call (the state's
+    /// initialisation included) is visible to the callbacks.
+    ///
+    /// # Blocking
+    ///
+    /// Takes the registry mutex briefly; never waits for a walk.
+    pub fn register(self) -> Registered<S> {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped; the registry moves out once.
+        let registry = unsafe { std::ptr::read(&this.registry) };
+        let node = this.node;
+        // 1. SAFETY: built, unlinked, owned by us.
+        unsafe { registry.link(node) };
+        // 2. Release: pairs with the Acquire of `try_get`; publishes the
+        // node and the state (module doc, "Register" step 2).
+        // SAFETY: owned node.
+        unsafe { node.as_ref() }.refcount.set_release(1);
+        Registered {
+            node,
+            registry,
+            _state: PhantomData,
+        }
+    }
+
+    /// Free it and take the state back.
+    pub fn into_inner(self) -> S {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped; each field moves out once.
+        let registry = unsafe { std::ptr::read(&this.registry) };
+        // SAFETY: never registered: nobody else ever saw the node.
+        unsafe { take_unshared(this.node, &registry) }
+    }
+}
+
+/// Free a node nobody else can reach and return its state.
+///
+/// # Safety
+///
+/// `node` was built by `build_in` with state type `S`, in `registry`; it is
+/// unlinked with its id slot clear, and no other thread can reach it.
+unsafe fn take_unshared<S: Shrink>(node: NonNull<Node>, registry: &ShrinkerRegistry) -> S {
+    // SAFETY: exclusive owner (contract).
+    let b = unsafe { Box::from_raw(node.as_ptr()) };
+    registry.release_id(b.id);
+    // SAFETY: `shrink` came from `Box::<S>::leak` in `build_in` (contract).
+    *unsafe { Box::from_raw(b.shrink_ptr().as_ptr().cast::<S>()) }
+}
+
+impl<S: Shrink> Drop for Shrinker<S> {
+    fn drop(&mut self) {
+        // SAFETY: never registered: nobody else ever saw the node.
+        drop(unsafe { take_unshared::<S>(self.node, &self.registry) });
+    }
+}
+
+impl<S: Shrink> Deref for Shrinker<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        // SAFETY: the state lives until `into_inner`/drop, which need `self`.
+        unsafe { &*self.node().shrink_ptr().as_ptr().cast::<S>() }
+    }
+}
+
+impl<S: Shrink> fmt::Debug for Shrinker<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Shrinker({}-{}, unregistered)", self.name(), self.id())
+    }
+}
+
+/// A registered shrinker. Dropping it (or [`unregister`](Self::unregister))
+/// unregisters it: module doc, "Unregister".
+///
+/// Derefs to the state, so the cache it shrinks stays usable through it.
+#[must_use = "dropping the handle unregisters the shrinker at once"]
+pub struct Registered<S: Shrink> {
+    node: NonNull<Node>,
+    registry: ShrinkerRegistry,
+    _state: PhantomData<Box<S>>,
+}
+
+// SAFETY: as for `Shrinker`: the handle owns the node's lifetime and `S`.
+unsafe impl<S: Shrink> Send for Registered<S> {}
+// SAFETY: `&Registered` gives `&S` (`Sync`) and read-only node fields.
+unsafe impl<S: Shrink> Sync for Registered<S> {}
+
+impl<S: Shrink> Registered<S> {
+    #[inline]
+    fn node(&self) -> &Node {
+        // SAFETY: the node is freed only by `unregister_inner`, which
+        // consumes the handle.
+        unsafe { self.node.as_ref() }
+    }
+
+    /// The stable id.
+    #[must_use]
+    pub fn id(&self) -> ShrinkerId {
+        self.node().id
+    }
+
+    /// The name given to the builder.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.node().name
+    }
+
+    /// The registry it is registered in.
+    #[must_use]
+    pub fn registry(&self) -> &ShrinkerRegistry {
+        &self.registry
+    }
+
+    /// Statistics so far.
+    #[must_use]
+    pub fn stats(&self) -> ShrinkerStats {
+        self.node().stats_snapshot()
+    }
+
+    /// Unregister, wait for in-flight callbacks, and hand the state back.
+    ///
+    /// # Blocking
+    ///
+    /// Until every callback of *this* shrinker that is running has returned.
+    /// Never for a grace period, another shrinker, or a walk.
+    ///
+    /// # Panics
+    ///
+    /// From inside one of this shrinker's own callbacks (it would wait for
+    /// itself forever), and inside an RCU read-side section. The shrinker
+    /// then stays registered.
+    pub fn unregister(self) -> S {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped; the registry moves out once.
+        let registry = unsafe { std::ptr::read(&this.registry) };
+        // SAFETY: the handle was registered with state type `S` and is
+        // consumed.
+        unsafe { unregister_inner::<S>(this.node, &registry) }
+    }
+}
+
+/// Steps 0–4 of the module doc.
+///
+/// # Safety
+///
+/// `node` was built with state type `S` in `registry` and registered; the
+/// caller gives up its handle.
+#[track_caller]
+unsafe fn unregister_inner<S: Shrink>(node: NonNull<Node>, registry: &ShrinkerRegistry) -> S {
+    // SAFETY: registered, so live until step 4 (contract).
+    let n = unsafe { node.as_ref() };
+    // 0.
+    if inside_callback_of(node) {
+        panic!(
+            "shrinker {}-{} unregistered from inside its own callback: unregister waits for \
+             every running callback of the shrinker, including this one, and would deadlock",
+            n.name, n.id
+        );
+    }
+    if shrinker_rcu::in_read_section() {
+        panic!(
+            "shrinker {}-{} unregistered inside an RCU read-side section: unregister may sleep \
+             until a callback returns, and a callback that waits for a grace period would wait \
+             for this section: deadlock",
+            n.name, n.id
+        );
+    }
+    // 1. Drop the initial reference. If it was the last one (no walker is
+    // inside), nobody will complete `done` and there is nothing to wait
+    // for: dec_and_test's Acquire on success already orders every earlier
+    // pin's accesses before what follows.
+    if !n.refcount.dec_and_test() {
+        // 2. Acquire (the completion's mutex): the last pin's `put`
+        // completes it; every pin's accesses happen-before what follows.
+        n.done.wait();
+    }
+    // 3. SAFETY: linked, count zero.
+    unsafe { registry.unlink(node) };
+    // 4. SAFETY: `shrink` came from `Box::<S>::leak` in `build_in`; the
+    // count is zero for good, so no thread can call it any more.
+    let state = *unsafe { Box::from_raw(n.shrink_ptr().as_ptr().cast::<S>()) };
+    // SAFETY: unlinked, id cleared, count zero; ours to give up.
+    unsafe { registry.free_rcu(node) };
+    state
+}
+
+impl<S: Shrink> Drop for Registered<S> {
+    fn drop(&mut self) {
+        // SAFETY: registered with state `S`; the handle is going away.
+        drop(unsafe { unregister_inner::<S>(self.node, &self.registry) });
+    }
+}
+
+impl<S: Shrink> Deref for Registered<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        // SAFETY: the state is taken back only by `unregister_inner`, which
+        // consumes the handle.
+        unsafe { &*self.node().shrink_ptr().as_ptr().cast::<S>() }
+    }
+}
+
+impl<S: Shrink> fmt::Debug for Registered<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Registered({}-{})", self.name(), self.id())
+    }
+}
