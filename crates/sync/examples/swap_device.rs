@@ -22,7 +22,7 @@
 //! Run it: `cargo run --release -p shrinker-sync --example swap_device`. It
 //! runs swapon/swapoff cycles against reader threads for a few seconds and
 //! checks that no reader ever sees an uninitialised or torn-down device; the
-//! test `tests/swap_device.rs` runs the same code, shorter.
+//! test `tests/torture_swap_device.rs` runs the same code, shorter.
 
 use shrinker_sync::{Completion, InitFlags, PercpuRef};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -258,7 +258,7 @@ pub fn stress(devices: usize, readers: usize, max_cycles: u64, time_cap: Duratio
     }
 }
 
-#[allow(dead_code)] // unused when tests/swap_device.rs includes this file
+#[allow(dead_code)] // unused when tests/torture_swap_device.rs includes this file
 fn main() {
     let report = stress(2, 2, 100_000, Duration::from_secs(3));
     println!(
