@@ -147,6 +147,37 @@ where
     })
 }
 
+/// Run `measure(variant, threads)` for every variant at every thread count, `cfg.reps` times,
+/// variants interleaved round-robin (each repetition starts one variant later, so slow drift
+/// of the machine hits all of them alike). Returns the samples as `[variant][thread index]`,
+/// one per repetition.
+pub fn interleave<T>(
+    cfg: &Config,
+    progress: &mut Progress,
+    variants: &[&str],
+    threads: &[usize],
+    mut measure: impl FnMut(usize, usize) -> T,
+) -> Vec<Vec<Vec<T>>> {
+    let mut samples: Vec<Vec<Vec<T>>> = (0..variants.len())
+        .map(|_| (0..threads.len()).map(|_| Vec::new()).collect())
+        .collect();
+    for rep in 0..cfg.reps {
+        for (t, &n) in threads.iter().enumerate() {
+            for k in 0..variants.len() {
+                let i = (rep + k) % variants.len();
+                progress.step(format_args!(
+                    "rep {}/{} {} threads={n}",
+                    rep + 1,
+                    cfg.reps,
+                    variants[i]
+                ));
+                samples[i][t].push(measure(i, n));
+            }
+        }
+    }
+    samples
+}
+
 /// Each thread's elapsed nanoseconds divided by its own op count, averaged over the threads.
 ///
 /// Returns NaN for an empty slice.

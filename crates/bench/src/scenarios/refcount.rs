@@ -60,22 +60,10 @@ fn run(cfg: &Config, progress: &mut Progress) -> Report {
         progress.step(format_args!("warm-up {}", v.name));
         (v.measure)(1, cfg.duration / 4);
     }
-    let mut samples = vec![vec![Vec::new(); THREADS.len()]; VARIANTS.len()];
-    for rep in 0..cfg.reps {
-        for (t, &threads) in THREADS.iter().enumerate() {
-            for k in 0..VARIANTS.len() {
-                let i = (rep + k) % VARIANTS.len();
-                let v = &VARIANTS[i];
-                progress.step(format_args!(
-                    "rep {}/{} {} threads={threads}",
-                    rep + 1,
-                    cfg.reps,
-                    v.name
-                ));
-                samples[i][t].push((v.measure)(threads, cfg.duration));
-            }
-        }
-    }
+    let names: Vec<&str> = VARIANTS.iter().map(|v| v.name).collect();
+    let samples = harness::interleave(cfg, progress, &names, &THREADS, |i, threads| {
+        (VARIANTS[i].measure)(threads, cfg.duration)
+    });
     let mut records = Vec::new();
     for (t, &threads) in THREADS.iter().enumerate() {
         for (i, v) in VARIANTS.iter().enumerate() {

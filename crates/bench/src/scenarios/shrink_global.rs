@@ -364,28 +364,29 @@ const VARIANTS: &[Variant] = &[
 
 fn run(cfg: &Config, progress: &mut Progress) -> Report {
     let duration = cfg.duration / 2;
-    // [variant][threads][quiet, churn ns, churn ratio]
-    let mut quiet = vec![vec![Vec::new(); THREADS.len()]; VARIANTS.len()];
-    let mut churn_ns = quiet.clone();
-    let mut churn_ratio = quiet.clone();
-    for rep in 0..cfg.reps {
-        for (t, &threads) in THREADS.iter().enumerate() {
-            for k in 0..VARIANTS.len() {
-                let i = (rep + k) % VARIANTS.len();
-                let v = &VARIANTS[i];
-                progress.step(format_args!(
-                    "rep {}/{} {} threads={threads}",
-                    rep + 1,
-                    cfg.reps,
-                    v.name
-                ));
-                quiet[i][t].push((v.measure)(threads, duration, false).ns_per_shrinker);
-                let c = (v.measure)(threads, duration, true);
-                churn_ns[i][t].push(c.ns_per_shrinker);
-                churn_ratio[i][t].push(c.completed_ratio);
-            }
-        }
-    }
+    let names: Vec<&str> = VARIANTS.iter().map(|v| v.name).collect();
+    // [variant][thread index][rep] of (quiet, under churn).
+    let samples = harness::interleave(cfg, progress, &names, &THREADS, |i, threads| {
+        let v = &VARIANTS[i];
+        (
+            (v.measure)(threads, duration, false),
+            (v.measure)(threads, duration, true),
+        )
+    });
+    let pick = |f: fn(&(Sample, Sample)) -> f64| -> Vec<Vec<Vec<f64>>> {
+        samples
+            .iter()
+            .map(|per_t| {
+                per_t
+                    .iter()
+                    .map(|reps| reps.iter().map(f).collect())
+                    .collect()
+            })
+            .collect()
+    };
+    let quiet = pick(|s| s.0.ns_per_shrinker);
+    let churn_ns = pick(|s| s.1.ns_per_shrinker);
+    let churn_ratio = pick(|s| s.1.completed_ratio);
     let mut records = Vec::new();
     for (t, &threads) in THREADS.iter().enumerate() {
         for (i, v) in VARIANTS.iter().enumerate() {
