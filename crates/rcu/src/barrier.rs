@@ -67,6 +67,14 @@ impl Mode {
         self.0.store(mode, Ordering::Relaxed);
     }
 
+    /// [`Self::ensure_init`], taking the registry lock for it.
+    pub(crate) fn ensure_init_locked(&self, domain: &crate::domain::Domain) {
+        if self.get().is_none() {
+            let _registry = crate::sync::lock(&domain.readers);
+            self.ensure_init();
+        }
+    }
+
     #[inline(always)]
     pub(crate) fn is_membarrier(&self) -> bool {
         // Relaxed: see `ensure_init`.
@@ -127,13 +135,9 @@ pub(crate) fn reader_barrier(membarrier: bool) {
 /// assert!(matches!(mode, shrinker_rcu::BarrierMode::Membarrier | shrinker_rcu::BarrierMode::Fence));
 /// ```
 pub fn barrier_mode() -> BarrierMode {
-    let domain = crate::domain::domain();
-    if let Some(mode) = domain.gp.mode.get() {
-        return mode;
-    }
-    let _registry = crate::sync::lock(&domain.readers);
-    domain.gp.mode.ensure_init();
-    domain.gp.mode.get().unwrap_or(BarrierMode::Fence)
+    let mode = &crate::domain::domain().gp.mode;
+    mode.ensure_init_locked(crate::domain::domain());
+    mode.get().unwrap_or(BarrierMode::Fence)
 }
 
 fn forced_fence() -> bool {

@@ -125,8 +125,6 @@ pub(crate) struct ReaderLists {
     cur_snap: Vec<ReaderRef>,
     /// Seen quiescent by the current grace period.
     qs: Vec<ReaderRef>,
-    /// Number of registered readers, for statistics.
-    len: usize,
 }
 
 impl ReaderLists {
@@ -136,7 +134,6 @@ impl ReaderLists {
             registry: Vec::new(),
             cur_snap: Vec::new(),
             qs: Vec::new(),
-            len: 0,
         }
     }
 
@@ -146,13 +143,11 @@ impl ReaderLists {
             registry: Vec::new(),
             cur_snap: Vec::new(),
             qs: Vec::new(),
-            len: 0,
         }
     }
 
     pub(crate) fn register(&mut self, reader: ReaderRef) {
         self.registry.push(reader);
-        self.len += 1;
     }
 
     /// Remove `reader` from whichever list holds it (a grace period may be
@@ -161,15 +156,15 @@ impl ReaderLists {
         for list in [&mut self.registry, &mut self.cur_snap, &mut self.qs] {
             if let Some(i) = list.iter().position(|r| *r == reader) {
                 list.swap_remove(i);
-                self.len -= 1;
                 return;
             }
         }
         debug_assert!(false, "unregistering an RCU reader that is not registered");
     }
 
+    /// Number of registered readers, whichever list holds them.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.registry.len() + self.cur_snap.len() + self.qs.len()
     }
 
     /// Phase 1 scan: move quiescent readers to `qs` and current-phase readers
@@ -363,16 +358,6 @@ impl Domain {
         // Relaxed: the grace period re-scans after waking; see module doc.
         self.gp.futex.store(0, Ordering::Relaxed);
         futex_wake(&self.gp.futex);
-    }
-}
-
-impl crate::barrier::Mode {
-    /// `ensure_init` with the registry lock taken for it.
-    pub(crate) fn ensure_init_locked(&self, domain: &Domain) {
-        if self.get().is_none() {
-            let _registry = lock(&domain.readers);
-            self.ensure_init();
-        }
     }
 }
 

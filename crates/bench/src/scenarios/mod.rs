@@ -7,7 +7,9 @@
 //! To add a scenario: write `src/scenarios/<name>.rs` exporting
 //! `pub const SCENARIO: Scenario`, declare the module below, and add it to [`ALL`].
 
-use crate::harness::{Config, Progress, Report};
+use std::time::Duration;
+
+use crate::harness::{self, Config, Progress, Record, Report};
 
 pub mod call_rcu;
 pub mod rcu_read;
@@ -40,6 +42,47 @@ pub const ALL: &[Scenario] = &[
 /// Looks a scenario up by name.
 pub fn find(name: &str) -> Option<&'static Scenario> {
     ALL.iter().find(|s| s.name == name)
+}
+
+/// A variant of a per-operation scenario: its name, and a function measuring its metric at a
+/// thread count for a wall time.
+pub struct OpVariant {
+    /// The variant's name in tables and JSON.
+    pub name: &'static str,
+    /// Measures the metric with `threads` threads for about `duration`.
+    pub measure: fn(usize, Duration) -> f64,
+}
+
+/// The common body of a per-operation scenario (`rcu-read`, `refcount`): warm every variant up
+/// (unrecorded: first-use set-up and CPU ramp-up), measure all of them interleaved at every
+/// thread count, and return one record per (thread count, variant) with the ratio to
+/// `reference` and to the same variant at 1 thread.
+pub fn measure_op_variants(
+    cfg: &Config,
+    progress: &mut Progress,
+    scenario: &'static str,
+    metric: &'static str,
+    variants: &[OpVariant],
+    threads: &[usize],
+    reference: &str,
+) -> Vec<Record> {
+    for v in variants {
+        progress.step(format_args!("warm-up {}", v.name));
+        (v.measure)(1, cfg.duration / 4);
+    }
+    let names: Vec<&str> = variants.iter().map(|v| v.name).collect();
+    let samples = harness::interleave(cfg, progress, &names, threads, |i, n| {
+        (variants[i].measure)(n, cfg.duration)
+    });
+    let mut records = Vec::new();
+    for (t, &n) in threads.iter().enumerate() {
+        for (i, v) in variants.iter().enumerate() {
+            records.push(Record::new(scenario, v.name, n, metric, &samples[i][t]));
+        }
+    }
+    harness::add_ratio_to_variant(&mut records, reference);
+    harness::add_ratio_to_one_thread(&mut records);
+    records
 }
 
 /// The object every RCU-like variant protects. Readers load the pointer and read `value`, so a

@@ -26,8 +26,8 @@ use arc_swap::ArcSwap;
 use crossbeam_epoch as epoch;
 use seize::Guard as _;
 
-use super::{Payload, Scenario};
-use crate::harness::{self, Config, Json, Progress, Record, Report};
+use super::{OpVariant, Payload, Scenario};
+use crate::harness::{self, Config, Json, Progress, Report};
 
 /// The registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -43,59 +43,36 @@ const METRIC: &str = "ns_per_op";
 const REFERENCE: &str = "crossbeam-epoch";
 const THREADS: [usize; 2] = [1, 2];
 
-/// A variant: its name, and a function measuring `ns_per_op` at a thread count for a wall time.
-struct Variant {
-    name: &'static str,
-    measure: fn(usize, Duration) -> f64,
-}
-
-const VARIANTS: &[Variant] = &[
-    Variant {
+const VARIANTS: &[OpVariant] = &[
+    OpVariant {
         name: "shrinker-rcu",
         measure: shrinker_rcu,
     },
-    Variant {
+    OpVariant {
         name: "crossbeam-epoch",
         measure: crossbeam_epoch,
     },
-    Variant {
+    OpVariant {
         name: "seize",
         measure: seize,
     },
-    Variant {
+    OpVariant {
         name: "arc-swap",
         measure: arc_swap,
     },
-    Variant {
+    OpVariant {
         name: "rwlock",
         measure: rwlock,
     },
 ];
 
 fn run(cfg: &Config, progress: &mut Progress) -> Report {
-    // Warm-up, unrecorded: first-use set-up of every library (collectors, RCU registration,
-    // membarrier registration) and CPU frequency ramp-up.
-    for v in VARIANTS {
-        progress.step(format_args!("warm-up {}", v.name));
-        (v.measure)(1, cfg.duration / 4);
-    }
-    let names: Vec<&str> = VARIANTS.iter().map(|v| v.name).collect();
-    let samples = harness::interleave(cfg, progress, &names, &THREADS, |i, threads| {
-        (VARIANTS[i].measure)(threads, cfg.duration)
-    });
+    let mut records =
+        super::measure_op_variants(cfg, progress, NAME, METRIC, VARIANTS, &THREADS, REFERENCE);
     let mode = super::rcu_sync::barrier_mode_name();
-    let mut records = Vec::new();
-    for (t, &threads) in THREADS.iter().enumerate() {
-        for (i, v) in VARIANTS.iter().enumerate() {
-            let mut r = Record::new(NAME, v.name, threads, METRIC, &samples[i][t]);
-            if v.name == "shrinker-rcu" {
-                r = r.with_extra("barrier_mode", Json::Str(mode.clone()));
-            }
-            records.push(r);
-        }
+    for r in records.iter_mut().filter(|r| r.variant == "shrinker-rcu") {
+        r.extra.push(("barrier_mode", Json::Str(mode.clone())));
     }
-    harness::add_ratio_to_variant(&mut records, REFERENCE);
-    harness::add_ratio_to_one_thread(&mut records);
     Report {
         scenario: NAME,
         title: "read lock + deref + unlock".to_string(),

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use shrinker_sync::{InitFlags, PercpuRef, Refcount};
 
-use super::Scenario;
-use crate::harness::{self, Config, Progress, Record, Report};
+use super::{OpVariant, Scenario};
+use crate::harness::{self, Config, Progress, Report};
 
 /// The registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -35,43 +35,24 @@ const METRIC: &str = "ns_per_op";
 const REFERENCE: &str = "arc";
 const THREADS: [usize; 2] = [1, 2];
 
-struct Variant {
-    name: &'static str,
-    measure: fn(usize, Duration) -> f64,
-}
-
-const VARIANTS: &[Variant] = &[
-    Variant {
+const VARIANTS: &[OpVariant] = &[
+    OpVariant {
         name: "percpu-ref",
         measure: percpu_ref,
     },
-    Variant {
+    OpVariant {
         name: "refcount",
         measure: refcount,
     },
-    Variant {
+    OpVariant {
         name: "arc",
         measure: arc,
     },
 ];
 
 fn run(cfg: &Config, progress: &mut Progress) -> Report {
-    for v in VARIANTS {
-        progress.step(format_args!("warm-up {}", v.name));
-        (v.measure)(1, cfg.duration / 4);
-    }
-    let names: Vec<&str> = VARIANTS.iter().map(|v| v.name).collect();
-    let samples = harness::interleave(cfg, progress, &names, &THREADS, |i, threads| {
-        (VARIANTS[i].measure)(threads, cfg.duration)
-    });
-    let mut records = Vec::new();
-    for (t, &threads) in THREADS.iter().enumerate() {
-        for (i, v) in VARIANTS.iter().enumerate() {
-            records.push(Record::new(NAME, v.name, threads, METRIC, &samples[i][t]));
-        }
-    }
-    harness::add_ratio_to_variant(&mut records, REFERENCE);
-    harness::add_ratio_to_one_thread(&mut records);
+    let records =
+        super::measure_op_variants(cfg, progress, NAME, METRIC, VARIANTS, &THREADS, REFERENCE);
     Report {
         scenario: NAME,
         title: "get + put of one shared reference".to_string(),
