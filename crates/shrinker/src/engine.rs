@@ -80,12 +80,16 @@ pub(crate) struct Outcome {
 }
 
 /// Step 3: the new work this call brings.
+///
+/// `DEFAULT_SEEKS` takes a shift instead of the 64-bit division, which costs
+/// tens of cycles on every visit; the result is the same (`x * 4 / 2` is
+/// `x * 2`, saturating alike).
 #[inline]
 pub(crate) fn delta(freeable: usize, priority: u32, seeks: u32) -> usize {
-    if seeks == 0 {
-        freeable / 2
-    } else {
-        (freeable >> priority).saturating_mul(4) / seeks as usize
+    match seeks {
+        0 => freeable / 2,
+        DEFAULT_SEEKS => (freeable >> priority).saturating_mul(4) / 2,
+        _ => (freeable >> priority).saturating_mul(4) / seeks as usize,
     }
 }
 

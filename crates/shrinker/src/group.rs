@@ -45,23 +45,30 @@ impl GroupId {
 /// The deferred-work counters a shrinker owns: one per node if it is
 /// NUMA-aware, else one (the kernel's `nr_deferred` array).
 ///
+/// Node 0's counter is stored inline, so that a visit to a shrinker that is
+/// not NUMA-aware (most of them) touches the shrinker's own cache line and no
+/// other allocation; nodes 1.. live in `rest`.
+///
 /// # Invariants
 ///
-/// `counts.len()` is the registry's node count for a NUMA-aware shrinker
-/// and 1 otherwise; callers map a NUMA-unaware shrinker's node to 0 before
-/// calling [`slot`](Self::slot).
+/// `rest.len()` is the registry's node count minus one for a NUMA-aware
+/// shrinker and 0 otherwise; callers map a NUMA-unaware shrinker's node to 0
+/// before calling [`slot`](Self::slot).
 pub(crate) struct Deferred {
-    counts: Box<[AtomicUsize]>,
+    first: AtomicUsize,
+    rest: Box<[AtomicUsize]>,
 }
 
 impl Deferred {
-    /// `n` zeroed counters, or the allocation error.
+    /// `n >= 1` zeroed counters, or the allocation error.
     pub(crate) fn try_new(n: usize) -> Result<Self, std::collections::TryReserveError> {
+        let extra = n.saturating_sub(1);
         let mut v = Vec::new();
-        v.try_reserve_exact(n)?;
-        v.extend((0..n).map(|_| AtomicUsize::new(0)));
+        v.try_reserve_exact(extra)?;
+        v.extend((0..extra).map(|_| AtomicUsize::new(0)));
         Ok(Deferred {
-            counts: v.into_boxed_slice(),
+            first: AtomicUsize::new(0),
+            rest: v.into_boxed_slice(),
         })
     }
 
@@ -74,11 +81,14 @@ impl Deferred {
     #[inline]
     pub(crate) fn slot(&self, group: GroupId, node: usize) -> &AtomicUsize {
         assert_eq!(group, GroupId::ROOT, "memory groups are not implemented");
-        &self.counts[node]
+        match node {
+            0 => &self.first,
+            n => &self.rest[n - 1],
+        }
     }
 
     /// Every root-group counter, for statistics.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &AtomicUsize> {
-        self.counts.iter()
+        std::iter::once(&self.first).chain(self.rest.iter())
     }
 }

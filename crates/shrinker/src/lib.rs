@@ -62,12 +62,11 @@
 //! Build (allocate the id and deferred counters; may fail with a typed
 //! [`BuildError`]) → register (link on the RCU list under the registry mutex,
 //! then set the reference count to 1 *last*, with release) → in use
-//! (reclaim pins it with `try_get`/`put`) → unregister (drop the initial
-//! reference; wait on a completion until every in-flight call has put its
-//! reference; unlink under the mutex; free with `call_rcu`, never waiting for
-//! a grace period) → freed. A shrinker built but never registered is freed
-//! without any wait. `shrinker.rs` and `node.rs` carry the numbered
-//! protocols and the state table.
+//! (reclaim pins it) → unregister (close the registry's pin gate; drop the
+//! initial reference; wait until every in-flight call has unpinned; unlink
+//! under the mutex; free with `call_rcu`) → freed. A shrinker built but
+//! never registered is freed without any wait. `shrinker.rs` and `node.rs`
+//! carry the numbered protocols and the state table.
 //!
 //! # The reclaim walk
 //!
@@ -75,9 +74,15 @@
 //! out (callbacks may block), re-enter before unpinning. A walk never waits
 //! for registration and is never refused because of it; registration and
 //! unregistration never wait for a walk; a shrinker blocked in its callback
-//! blocks only its own unregister. `registry.rs` has the numbered protocol,
-//! and why the pin is a [`shrinker_sync::Refcount`] rather than a
-//! `PercpuRef`.
+//! blocks only its own unregister.
+//!
+//! The pin is Linux 6.7's reference count (`try_get`/`put`: two atomic
+//! read-modify-writes per shrinker visited) while shrinkers are being
+//! unregistered, and a *light pin* (a store to the walking thread's own
+//! slot) otherwise; the first unregister after a quiet spell closes a gate
+//! (the kernel's `rcu_sync`) with one grace period, and under churn the gate
+//! stays closed, so unregistration waits for no grace period there.
+//! `pin.rs` has the protocol and its proof, `registry.rs` the walk.
 //!
 //! # Nodes and groups
 //!
@@ -99,9 +104,10 @@
 //!
 //! # Checking
 //!
-//! `tests/loom_lifecycle.rs` models try_get/put against unregister with
-//! `--cfg loom` (nodes are marked instead of freed there, so a walker that
-//! touches a freed node fails the model); `tests/torture.rs` churns
+//! `tests/loom_lifecycle.rs` models light pins and try_get/put against
+//! unregister, and a walk against register, with `--cfg loom` (nodes are
+//! marked instead of freed there, so a walker that touches a freed node
+//! fails the model); `tests/torture.rs` churns
 //! registrations against walks under AddressSanitizer in CI.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
@@ -112,6 +118,7 @@ mod group;
 mod ids;
 mod info;
 mod node;
+mod pin;
 mod registry;
 mod request;
 mod shrink;
@@ -132,12 +139,12 @@ pub use shrinker::{Registered, Shrinker, ShrinkerBuilder};
 #[allow(unused_imports)]
 mod sync {
     #[cfg(loom)]
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicUsize};
     #[cfg(loom)]
     pub(crate) use loom::sync::{Mutex, MutexGuard};
 
     #[cfg(not(loom))]
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
+    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicUsize};
     #[cfg(not(loom))]
     pub(crate) use std::sync::{Mutex, MutexGuard};
 

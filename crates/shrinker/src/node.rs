@@ -53,16 +53,19 @@ use crate::info::{ShrinkerFlags, ShrinkerId, ShrinkerStats};
 use crate::shrink::{Count, Scan, Shrink, ShrinkControl};
 use crate::sync::{AtomicPtr, Ordering};
 
-/// Per-shrinker statistics: plain counters, always on.
+/// Per-shrinker statistics of the scan path: plain counters, always on.
 ///
 /// They are std atomics even under loom (they take no part in any protocol,
 /// and modelling them would only multiply loom's interleavings) and every
 /// access is `Relaxed`: each counter is read alone, as a snapshot, and
 /// nothing is published through it. A reader may see `scan_calls` of one
 /// moment and `freed` of another; the debugfs files have the same property.
+///
+/// `count_calls`, bumped on every visit, is not here but in the node's first
+/// cache line, and is bumped without a read-modify-write (see
+/// `Node::count_calls_bump`).
 #[derive(Default)]
 pub(crate) struct NodeStats {
-    pub(crate) count_calls: AtomicU64,
     pub(crate) scan_calls: AtomicU64,
     pub(crate) scanned: AtomicU64,
     pub(crate) freed: AtomicU64,
@@ -71,7 +74,8 @@ pub(crate) struct NodeStats {
 }
 
 /// One shrinker (`struct shrinker`). Fields a walk touches on every visit
-/// come first.
+/// come first and share one cache line: the pin, the links, the callbacks,
+/// the visit counter and node 0's deferred count.
 ///
 /// # Invariants
 ///
@@ -84,7 +88,7 @@ pub(crate) struct NodeStats {
 ///   when the node is unlinked.
 /// * The node is freed only after a grace period that began after it was
 ///   unlinked and its id slot cleared, or, never registered, by its owner.
-#[repr(C)]
+#[repr(C, align(64))]
 pub(crate) struct Node {
     /// 0 = not (or no longer) callable; 1 + pins while registered.
     pub(crate) refcount: Refcount,
@@ -93,6 +97,9 @@ pub(crate) struct Node {
     /// The successor on the registry list (null: last).
     pub(crate) next: AtomicPtr<Node>,
     shrink: NonNull<dyn Shrink>,
+    /// `count` calls: see `Node::count_calls_bump`.
+    count_calls: AtomicU64,
+    pub(crate) deferred: Deferred,
     pub(crate) flags: ShrinkerFlags,
     pub(crate) stats: NodeStats,
     /// The predecessor on the list, for an O(1) unlink (registry mutex).
@@ -101,7 +108,6 @@ pub(crate) struct Node {
     pub(crate) done: Completion,
     pub(crate) id: ShrinkerId,
     pub(crate) name: Box<str>,
-    pub(crate) deferred: Deferred,
     /// Under loom the node is not deallocated but marked, so that a walker
     /// touching it after its "free" fails the model.
     #[cfg(loom)]
@@ -133,13 +139,14 @@ impl Node {
             batch,
             next: AtomicPtr::new(ptr::null_mut()),
             shrink,
+            count_calls: AtomicU64::new(0),
+            deferred,
             flags,
             stats: NodeStats::default(),
             prev: UnsafeCell::new(ptr::null_mut()),
             done: Completion::new(),
             id,
             name,
-            deferred,
             #[cfg(loom)]
             freed: crate::sync::AtomicBool::new(false),
         }
@@ -202,12 +209,28 @@ impl Node {
         self.done.complete();
     }
 
+    /// Count one `count` call.
+    ///
+    /// A Relaxed load and store, not a `fetch_add`: a locked read-modify-write
+    /// on every visit would cost as much as the rest of a cheap shrinker's
+    /// visit, and this is a statistic. Exact while one thread at a time calls
+    /// the shrinker; when reclaimers visit the same shrinker at the same
+    /// instant, one of their increments may be lost (never torn, never more
+    /// than the number of concurrent callers). The kernel keeps no such
+    /// counter at all; tracepoints serve instead.
+    #[inline]
+    fn count_calls_bump(&self) {
+        // Relaxed: see above and `NodeStats`.
+        let n = self.count_calls.load(Ordering::Relaxed);
+        self.count_calls.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
     /// Statistics snapshot; `deferred` is the sum over nodes.
     pub(crate) fn stats_snapshot(&self) -> ShrinkerStats {
         let s = &self.stats;
         // Relaxed everywhere: see `NodeStats`.
         ShrinkerStats {
-            count_calls: s.count_calls.load(Ordering::Relaxed),
+            count_calls: self.count_calls.load(Ordering::Relaxed),
             scan_calls: s.scan_calls.load(Ordering::Relaxed),
             scanned: s.scanned.load(Ordering::Relaxed),
             freed: s.freed.load(Ordering::Relaxed),
@@ -233,12 +256,21 @@ impl Node {
         }
     }
 
-    /// `do_shrink_slab` on this shrinker. The caller holds a pin.
-    pub(crate) fn shrink_pinned(&self, node: usize, group: GroupId, priority: u8) -> Outcome {
+    /// `do_shrink_slab` on this shrinker. The caller holds a pin; `light`
+    /// says it is this thread's light pin (pin.rs), which already marks the
+    /// thread as inside this shrinker, so no frame is pushed.
+    #[inline]
+    pub(crate) fn shrink_pinned(
+        &self,
+        node: usize,
+        group: GroupId,
+        priority: u8,
+        light: bool,
+    ) -> Outcome {
         let nid = self.effective_node(node);
         let mut sc = ShrinkControl::new(nid, group);
         let deferred = self.deferred.slot(group, nid);
-        let outcome = mark_inside(self, || {
+        let mut run = || {
             engine::do_shrink_slab(
                 &mut Caller { node: self },
                 &mut sc,
@@ -247,7 +279,12 @@ impl Node {
                 self.batch,
                 deferred,
             )
-        });
+        };
+        let outcome = if light {
+            run()
+        } else {
+            mark_inside(self, run)
+        };
         if outcome.scanned > 0 || outcome.freed > 0 {
             // Relaxed: see `NodeStats`.
             self.stats
@@ -317,8 +354,7 @@ impl Caller<'_> {
 impl Callee for Caller<'_> {
     #[inline]
     fn count(&mut self, sc: &ShrinkControl) -> Count {
-        // Relaxed: see `NodeStats`.
-        self.node.stats.count_calls.fetch_add(1, Ordering::Relaxed);
+        self.node.count_calls_bump();
         let shrink = self.shrink();
         match catch_unwind(AssertUnwindSafe(|| shrink.count(sc))) {
             Ok(c) => c,

@@ -17,18 +17,24 @@
 //!    this very shrinker (it would wait for itself), or inside an RCU read
 //!    section (a callback that waits for a grace period would then wait for
 //!    us while we wait for it).
-//! 1. Drop the initial reference (`shrinker_put`). `try_get` fails from now
-//!    on: a zero count never rises again.
-//! 2. Unless step 1 dropped the last reference, wait on the completion until
-//!    every in-flight pin has been put (the last `put` completes it). "After
-//!    that, no shrinker is running or will run again."
+//! 1. Close the registry's gate (pin.rs): walks stop taking light pins. If
+//!    the gate was open (no unregister lately), this waits for one grace
+//!    period; under churn it is already closed and costs a mutex.
+//! 2. Drop the initial reference (`shrinker_put`). `try_get` fails from now
+//!    on: a zero count never rises again. Unless that was the last
+//!    reference, wait on the completion until every in-flight refcount pin
+//!    has been put (the last `put` completes it). Then wait until no walker
+//!    holds a light pin on it. "After that, no shrinker is running or will
+//!    run again."
 //! 3. Under the mutex: unlink (`list_del_rcu`: `next` stays for walkers
 //!    standing on the node), clear and free the id.
 //! 4. Take the private state back (nobody can call it any more) and free the
 //!    node with `call_rcu` — after a grace period, without waiting for one.
+//! 5. Leave the gate; the last one out arms its reopening.
 //!
-//! Unregistering waits for this shrinker's running callbacks only: not for
-//! a grace period, not for other shrinkers, not for walks.
+//! Unregistering waits for this shrinker's running callbacks, and for at
+//! most one grace period per quiet spell: not for other shrinkers, not for
+//! walks.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -41,6 +47,7 @@ use crate::error::BuildError;
 use crate::group::Deferred;
 use crate::info::{ShrinkerFlags, ShrinkerId, ShrinkerStats};
 use crate::node::Node;
+use crate::pin;
 use crate::registry::{inside_callback_of, ShrinkerRegistry};
 use crate::shrink::Shrink;
 
@@ -326,8 +333,10 @@ impl<S: Shrink> Registered<S> {
     ///
     /// # Blocking
     ///
-    /// Until every callback of *this* shrinker that is running has returned.
-    /// Never for a grace period, another shrinker, or a walk.
+    /// Until every callback of *this* shrinker that is running has returned;
+    /// and, if no shrinker of the registry was unregistered in the last few
+    /// milliseconds, for one RCU grace period (module doc, step 1). Never
+    /// for another shrinker or a walk.
     ///
     /// # Panics
     ///
@@ -370,22 +379,31 @@ unsafe fn unregister_inner<S: Shrink>(node: NonNull<Node>, registry: &ShrinkerRe
             n.name, n.id
         );
     }
-    // 1. Drop the initial reference. If it was the last one (no walker is
+    // 1. Close the gate: walks stop taking light pins, and every light pin
+    // taken before is visible to step 2b (pin.rs).
+    let gate = &registry.inner.gate;
+    gate.enter();
+    // 2. Drop the initial reference. If it was the last one (no walker is
     // inside), nobody will complete `done` and there is nothing to wait
     // for: dec_and_test's Acquire on success already orders every earlier
     // pin's accesses before what follows.
     if !n.refcount.dec_and_test() {
-        // 2. Acquire (the completion's mutex): the last pin's `put`
-        // completes it; every pin's accesses happen-before what follows.
+        // Acquire (the completion's mutex): the last pin's `put` completes
+        // it; every pin's accesses happen-before what follows.
         n.done.wait();
     }
-    // 3. SAFETY: linked, count zero.
+    // 2b. Wait out light pins (Acquire on each slot: their callouts
+    // happen-before what follows).
+    pin::wait_for_light_pins(node.as_ptr());
+    // 3. SAFETY: linked, count zero, no light pin.
     unsafe { registry.unlink(node) };
     // 4. SAFETY: `shrink` came from `Box::<S>::leak` in `build_in`; the
     // count is zero for good, so no thread can call it any more.
     let state = *unsafe { Box::from_raw(n.shrink_ptr().as_ptr().cast::<S>()) };
     // SAFETY: unlinked, id cleared, count zero; ours to give up.
     unsafe { registry.free_rcu(node) };
+    // 5. The last unregister out arms the gate's reopening.
+    gate.exit();
     state
 }
 

@@ -1,6 +1,8 @@
-//! loom models of the shrinker lifecycle: a reclaim walk's `try_get` / leave
-//! the read section / call / re-enter / `put` against `unregister`'s put,
-//! completion wait, unlink and `call_rcu` free.
+//! loom models of the shrinker lifecycle: a reclaim walk's pin (a light pin
+//! while the gate is open, `try_get` while it is closed) / leave the read
+//! section / call / re-enter / unpin, against `unregister`'s gate entry (one
+//! grace period), put, completion wait, light-pin wait, unlink and
+//! `call_rcu` free; and against `register`.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p shrinker --test loom_lifecycle`
 //!
@@ -78,6 +80,8 @@ fn hard() -> ShrinkRequest {
 fn lifecycle_models() {
     walk_against_unregister();
     walker_steps_past_an_unregistered_node();
+    refcount_pins_while_the_gate_is_closed();
+    walk_against_register();
 }
 
 fn walk_against_unregister() {
@@ -133,6 +137,70 @@ fn walker_steps_past_an_unregistered_node() {
         owner.join().unwrap();
         walker.join().unwrap();
         thread::spawn(move || second.unregister().poison())
+            .join()
+            .unwrap();
+        shrinker_rcu::rcu_barrier();
+        assert!(reg.is_empty());
+    });
+}
+
+fn refcount_pins_while_the_gate_is_closed() {
+    // Unregistering a first shrinker closes the gate, and it stays closed
+    // until `rcu_barrier` runs the reopening callback: the walk below takes
+    // refcount pins (the Linux 6.7 protocol) against the second unregister.
+    loom::model(|| {
+        let reg = ShrinkerRegistry::builder().nodes(1).build().unwrap();
+        let closer = ShrinkerBuilder::new("closer")
+            .build_in(&reg, Probe::new())
+            .unwrap()
+            .register();
+        let s = ShrinkerBuilder::new("probe")
+            .build_in(&reg, Probe::new())
+            .unwrap()
+            .register();
+        thread::spawn(move || drop(closer.unregister()))
+            .join()
+            .unwrap();
+        let walker = {
+            let reg = reg.clone();
+            thread::spawn(move || {
+                let freed = reg.shrink(&hard()).unwrap();
+                assert!(freed <= 1);
+            })
+        };
+        let owner = thread::spawn(move || s.unregister().poison());
+        owner.join().unwrap();
+        walker.join().unwrap();
+        shrinker_rcu::rcu_barrier();
+        assert!(reg.is_empty());
+    });
+}
+
+fn walk_against_register() {
+    // A walk racing a registration calls the new shrinker only once it is
+    // fully published (loom reports a callback reading the probe without
+    // happens-before from its construction), or skips it.
+    loom::model(|| {
+        let reg = ShrinkerRegistry::builder().nodes(1).build().unwrap();
+        let walker = {
+            let reg = reg.clone();
+            thread::spawn(move || {
+                let freed = reg.shrink(&hard()).unwrap();
+                assert!(freed <= 1);
+            })
+        };
+        let owner = {
+            let reg = reg.clone();
+            thread::spawn(move || {
+                ShrinkerBuilder::new("late")
+                    .build_in(&reg, Probe::new())
+                    .unwrap()
+                    .register()
+            })
+        };
+        let s = owner.join().unwrap();
+        walker.join().unwrap();
+        thread::spawn(move || s.unregister().poison())
             .join()
             .unwrap();
         shrinker_rcu::rcu_barrier();

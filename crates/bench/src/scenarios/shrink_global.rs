@@ -94,9 +94,12 @@ impl Shrink for Cheap {
     }
 }
 
-/// A baseline's shrinker: callbacks plus the kernel's per-shrinker deferred count.
+/// A baseline's shrinker: callbacks plus the kernel's per-shrinker fields (`seeks`, `batch`,
+/// `nr_deferred`).
 pub struct BaseNode {
     shrink: Box<dyn BaseShrink>,
+    seeks: u32,
+    batch: usize,
     deferred: AtomicUsize,
 }
 
@@ -104,11 +107,16 @@ impl BaseNode {
     fn new() -> Arc<Self> {
         Arc::new(BaseNode {
             shrink: Box::new(Cheap::new()),
+            // Fields, as in `struct shrinker`: not constants the compiler could fold.
+            seeks: std::hint::black_box(2),
+            batch: std::hint::black_box(128),
             deferred: AtomicUsize::new(0),
         })
     }
 
-    /// `do_shrink_slab` with seeks 2 and batch 128, as in the `shrinker` crate.
+    /// `do_shrink_slab`: a copy of the `shrinker` crate's engine (engine.rs) step for step,
+    /// saturating arithmetic and the `DEFAULT_SEEKS` shift included, so that every variant does
+    /// the same work per visit and the ratios measure the registries alone.
     #[inline]
     fn do_shrink(&self, priority: u32) -> usize {
         let freeable = self.shrink.count_objects();
@@ -116,17 +124,24 @@ impl BaseNode {
             return 0;
         }
         let nr = self.deferred.swap(0, Ordering::Relaxed);
-        let delta = (freeable >> priority) * 4 / 2;
-        let cap = 2 * freeable;
-        let mut total = ((nr >> priority) + delta).min(cap);
-        let (mut freed, mut scanned) = (0, 0);
-        while total >= 128 || total >= freeable {
-            let n = total.min(128);
-            freed += self.shrink.scan_objects(n);
+        let delta = match self.seeks {
+            0 => freeable / 2,
+            2 => (freeable >> priority).saturating_mul(4) / 2,
+            s => (freeable >> priority).saturating_mul(4) / s as usize,
+        };
+        let cap = freeable.saturating_mul(2);
+        let mut total = (nr >> priority).saturating_add(delta).min(cap);
+        let (mut freed, mut scanned) = (0usize, 0usize);
+        while total >= self.batch || total >= freeable {
+            let n = total.min(self.batch);
+            freed = freed.saturating_add(self.shrink.scan_objects(n));
+            scanned = scanned.saturating_add(n);
+            if n == 0 {
+                break;
+            }
             total -= n;
-            scanned += n;
         }
-        let next = (nr + delta).saturating_sub(scanned).min(cap);
+        let next = nr.saturating_add(delta).saturating_sub(scanned).min(cap);
         if next > 0 {
             self.deferred.fetch_add(next, Ordering::Relaxed);
         }
