@@ -94,6 +94,7 @@ pub(crate) fn delta(freeable: usize, priority: u32, seeks: u32) -> usize {
 }
 
 /// Steps 1–6 (see the module documentation).
+#[inline(always)]
 pub(crate) fn do_shrink_slab(
     callee: &mut impl Callee,
     sc: &mut ShrinkControl,
