@@ -40,6 +40,13 @@ impl GroupId {
     pub fn index(self) -> u32 {
         self.0
     }
+
+    /// The group with index `index` (the inverse of [`index`](Self::index)).
+    #[inline]
+    #[must_use]
+    pub(crate) fn from_index(index: u32) -> Self {
+        GroupId(index)
+    }
 }
 
 /// The deferred-work counters a shrinker owns: one per node if it is
