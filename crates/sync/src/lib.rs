@@ -3,7 +3,7 @@
 //! Reclaim machinery spends most of its life deciding *when an object may
 //! go*: a cache entry that a reader just found, a shrinker that a walk just
 //! pinned, a swap device that `swapoff` wants gone while long-lived handles
-//! still name it. The kernel answers with four small tools, and this crate
+//! still name it. The kernel answers with five small tools, and this crate
 //! ports them with the kernel's semantics and the Rust memory model's proofs:
 //!
 //! | kernel | here | what it decides |
@@ -12,6 +12,7 @@
 //! | `struct completion` (`kernel/sched/completion.c`) | [`Completion`] | "this has happened": counted tokens, or done-for-good after `complete_all` |
 //! | `struct rcuwait` (`include/linux/rcuwait.h`) | [`RcuWait`] | one waiter sleeping until a condition holds, woken without a lock |
 //! | `struct percpu_ref` (`lib/percpu-refcount.c`) | [`PercpuRef`] | a reference count that costs no shared cache line while live and becomes exact when killed |
+//! | per-VMA lock: `vm_refcnt`, `vm_lock_seq`, `mm_lock_seq` (`mm/mmap_lock.c`, 6.15) | [`RefLock`], [`RefLockDomain`] | whether one object of a big-lock structure may be read without the big lock: a refcount that is also a read lock, write-locked by sequence number, with type-stable reuse |
 //!
 //! # Ordering: what changes in Rust
 //!
@@ -60,12 +61,16 @@ pub mod completion;
 pub mod percpu_ref;
 pub mod rcuwait;
 pub mod refcount;
+pub mod reflock;
 mod slot;
 
 pub use completion::Completion;
 pub use percpu_ref::{InitFlags, PercpuRef};
 pub use rcuwait::RcuWait;
 pub use refcount::Refcount;
+pub use reflock::{
+    DomainReadGuard, DomainWriteGuard, ReadLock, RefLock, RefLockDomain, RefLockState, TryReadError,
+};
 
 /// The std/loom switch: every synchronisation primitive the crate uses comes
 /// from here, so `--cfg loom` swaps all of them at once.

@@ -15,6 +15,7 @@ pub mod call_rcu;
 pub mod rcu_read;
 pub mod rcu_sync;
 pub mod refcount;
+pub mod reflock;
 pub mod register_churn;
 pub mod shrink_global;
 
@@ -35,6 +36,7 @@ pub const ALL: &[Scenario] = &[
     rcu_sync::SCENARIO,
     call_rcu::SCENARIO,
     refcount::SCENARIO,
+    reflock::SCENARIO,
     shrink_global::SCENARIO,
     register_churn::SCENARIO,
 ];
