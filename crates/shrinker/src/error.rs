@@ -43,7 +43,7 @@ pub enum ShrinkError {
         /// The registry's node count.
         nr_nodes: usize,
     },
-    /// The memory group does not exist (only the root exists for now).
+    /// The memory group does not exist (never created, or removed).
     #[error("memory group {} does not exist", group.index())]
     NoSuchGroup {
         /// The group asked for.
@@ -55,4 +55,37 @@ pub enum ShrinkError {
         /// The id asked for.
         id: ShrinkerId,
     },
+}
+
+/// Creating or removing a memory group failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// The group does not exist (never created, or removed).
+    #[error("memory group {} does not exist", group.index())]
+    NoSuchGroup {
+        /// The group asked for.
+        group: GroupId,
+    },
+    /// The root group always exists: it cannot be removed.
+    #[error("the root memory group cannot be removed")]
+    RootGroup,
+    /// A group with children cannot be removed (the kernel's `rmdir` of a
+    /// non-empty cgroup: `EBUSY`); remove the children first.
+    #[error("memory group {} has {children} child group(s)", group.index())]
+    HasChildren {
+        /// The group asked for.
+        group: GroupId,
+        /// How many children it has.
+        children: usize,
+    },
+    /// Every group index has been used (indices are never reused).
+    #[error("no group index is left: {max} groups were created")]
+    TooManyGroups {
+        /// The number of indices.
+        max: u32,
+    },
+    /// Memory for the group's bookkeeping could not be allocated.
+    #[error("allocating group bookkeeping failed: {0}")]
+    Alloc(#[from] TryReserveError),
 }

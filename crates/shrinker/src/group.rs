@@ -1,19 +1,19 @@
-//! Memory groups (the kernel's memory cgroups) as far as this issue needs
-//! them: the [`GroupId`] type and the per-(group, node) deferred counters.
+//! Memory groups (the kernel's memory cgroups): the public face.
 //!
-//! Only the root group exists for now. The next issue adds a tree of groups,
-//! each with a per-node `ShrinkerInfo` (a two-level array of 64-id units:
-//! bitmap + per-id deferred counts) indexed by the stable shrinker id
-//! (`ids.rs`). The registry is shaped for it already:
+//! * [`GroupId`]: a group's index. Indices are handed out in increasing
+//!   order and never reused (a removed group's index stays dead), so that
+//!   per-group tables indexed by it ([`ListLru`](crate::ListLru)'s, the
+//!   registry's) never confuse a new group with an old one.
+//! * [`GroupObserver`]: what a removal tells the holders of per-group
+//!   objects (the kernel's `memcg_reparent_objcgs` /
+//!   `memcg_reparent_list_lrus` calls in `memcg_offline_kmem`).
+//! * `Deferred`: the deferred-work counters a shrinker owns for the root
+//!   group (the kernel's `shrinker->nr_deferred`). Another group's counters
+//!   live in that group's `ShrinkerInfo` units (groups.rs), and the walk
+//!   hands the engine whichever counter applies.
 //!
-//! * every shrinker has a stable id from an id table readable under RCU;
-//! * the `group_aware` flag is stored;
-//! * the engine reads and writes deferred work only through
-//!   [`Deferred::slot`], addressed by (group, node). For the root group the
-//!   counters live in the shrinker itself (the kernel's
-//!   `shrinker->nr_deferred`); for another group of a group-aware shrinker
-//!   they will live in that group's `ShrinkerInfo` unit, and `slot` is the
-//!   one place that learns to look there.
+//! The tree, `ShrinkerInfo`, `set_shrinker_bit` and the group walk are in
+//! groups.rs.
 
 use crate::sync::AtomicUsize;
 
@@ -31,7 +31,7 @@ pub struct GroupId(u32);
 
 impl GroupId {
     /// The root group: global reclaim, and every shrinker that is not
-    /// group-aware.
+    /// group-aware. It always exists and cannot be removed.
     pub const ROOT: GroupId = GroupId(0);
 
     /// The group's index (0 for the root).
@@ -47,6 +47,48 @@ impl GroupId {
     pub(crate) fn from_index(index: u32) -> Self {
         GroupId(index)
     }
+}
+
+/// Told when a memory group is removed, to move what it holds for the group
+/// into the parent (registered with
+/// [`ShrinkerRegistry::observe_groups`](crate::ShrinkerRegistry::observe_groups)).
+///
+/// # Blocking
+///
+/// Called without any registry lock held, after the group is unpublished
+/// and every reclaim walk of it has finished, and before the group's data
+/// is freed. It may block, take locks, and call
+/// [`set_shrinker_bit`](crate::ShrinkerRegistry::set_shrinker_bit) (as
+/// [`ListLru`](crate::ListLru)'s notify hook does); it must not remove
+/// groups (that would wait for itself only if it removed the same group,
+/// but keep it simple).
+///
+/// # Examples
+///
+/// ```
+/// use shrinker::{GroupId, GroupObserver, ShrinkerRegistry};
+/// use std::sync::{Arc, Mutex};
+///
+/// struct Log(Mutex<Vec<(GroupId, GroupId)>>);
+/// impl GroupObserver for Log {
+///     fn reparent(&self, from: GroupId, to: GroupId) {
+///         self.0.lock().unwrap().push((from, to));
+///     }
+/// }
+///
+/// let reg = ShrinkerRegistry::builder().nodes(1).build()?;
+/// let log = Arc::new(Log(Mutex::new(Vec::new())));
+/// let weak: std::sync::Weak<dyn GroupObserver> = Arc::downgrade(&log) as _;
+/// reg.observe_groups(weak);
+/// let g = reg.create_group(GroupId::ROOT)?;
+/// reg.remove_group(g)?;
+/// assert_eq!(*log.0.lock().unwrap(), [(g, GroupId::ROOT)]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait GroupObserver: Send + Sync {
+    /// Move everything held for `from` (being removed) into `to` (its
+    /// parent).
+    fn reparent(&self, from: GroupId, to: GroupId);
 }
 
 /// The deferred-work counters a shrinker owns: one per node if it is
@@ -79,15 +121,14 @@ impl Deferred {
         })
     }
 
-    /// The counter for (`group`, `node`).
+    /// The root group's counter for `node` (already mapped to 0 for a
+    /// shrinker that is not NUMA-aware).
     ///
     /// # Panics
     ///
-    /// If `node` is out of range (the registry validates requests first), or
-    /// `group` is not the root (no other group exists yet).
+    /// If `node` is out of range (the registry validates requests first).
     #[inline]
-    pub(crate) fn slot(&self, group: GroupId, node: usize) -> &AtomicUsize {
-        assert_eq!(group, GroupId::ROOT, "memory groups are not implemented");
+    pub(crate) fn slot(&self, node: usize) -> &AtomicUsize {
         match node {
             0 => &self.first,
             n => &self.rest[n - 1],

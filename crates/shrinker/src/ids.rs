@@ -25,6 +25,35 @@ struct Table {
     slots: Box<[AtomicPtr<Node>]>,
 }
 
+/// A raw pointer moved into an RCU callback.
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
+
+// SAFETY: the pointee is `Send`; only the callback, after the grace period,
+// uses the pointer.
+unsafe impl<T: Send> Send for SendPtr<T> {}
+
+/// Free `p`, a leaked `Box<T>` that readers may still be reading, after a
+/// grace period (`kvfree_rcu`).
+///
+/// Not `defer_drop(Box::from_raw(p))`: turning the pointer back into a
+/// `Box` *now* asserts unique access while readers still hold shared
+/// references into it (Miri reports the retag as a data race with their
+/// reads); the `Box` is made in the callback, once no reader remains.
+///
+/// # Safety
+///
+/// `p` came from `Box::into_raw`, is unpublished, and is freed nowhere
+/// else; every reader that may still use it is in a read section.
+pub(crate) unsafe fn free_after_grace_period<T: Send + 'static>(p: *mut T) {
+    let p = SendPtr(p);
+    shrinker_rcu::call_rcu(move || {
+        let p = p;
+        // SAFETY: from `Box::into_raw` (contract); the grace period has
+        // ended, so no reader remains.
+        drop(unsafe { Box::from_raw(p.0) });
+    });
+}
+
 impl Table {
     fn try_new(len: usize) -> Result<Self, BuildError> {
         let mut v = Vec::new();
@@ -139,7 +168,7 @@ impl IdTable {
                 // SAFETY: `old` was leaked by an earlier `alloc` and is now
                 // unpublished; readers that still see it are inside read
                 // sections, which the grace period waits for.
-                shrinker_rcu::defer_drop(unsafe { Box::from_raw(old) });
+                unsafe { free_after_grace_period(old) };
             }
         }
         alloc.next += 1;

@@ -48,8 +48,8 @@ pub struct ShrinkerFlags {
     /// Called per node, with per-node deferred work; otherwise always told
     /// node 0, with one deferred count.
     pub numa_aware: bool,
-    /// Called per memory group (issue 6); stored now, no other group exists
-    /// yet.
+    /// Called per memory group, for the groups whose bit for it is set
+    /// (`SHRINKER_MEMCG_AWARE`); otherwise called for the root group only.
     pub group_aware: bool,
 }
 

@@ -89,11 +89,17 @@
 //! The node count comes from `/sys/devices/system/node/online`
 //! ([`RegistryBuilder::nodes`] overrides it). NUMA-aware shrinkers get the
 //! request's node and per-node deferred work; the others are always told
-//! node 0 and keep one deferred count (the kernel's rule). Memory groups
-//! (memory cgroups) are the next issue: shrinkers already have stable ids
-//! from an RCU-readable id table, the `group_aware` flag is stored, and
-//! deferred work is addressed by (group, node) with only [`GroupId::ROOT`]
-//! existing.
+//! node 0 and keep one deferred count (the kernel's rule).
+//!
+//! Memory groups (memory cgroups) form a tree under [`GroupId::ROOT`]
+//! ([`ShrinkerRegistry::create_group`], [`ShrinkerRegistry::remove_group`]).
+//! A group-aware shrinker is called for a group only while its bit is set
+//! in the group's per-node `ShrinkerInfo` (set by
+//! [`ShrinkerRegistry::set_shrinker_bit`], which [`ListLru`]'s notify hook
+//! calls on an empty → non-empty list), with that group's deferred work;
+//! removing a group moves its deferred work and, through
+//! [`GroupObserver`]s, its objects into the parent. groups.rs has the
+//! layout, the handshake and the lifetimes.
 //!
 //! # Faults and misuse
 //!
@@ -115,6 +121,7 @@
 mod engine;
 mod error;
 mod group;
+mod groups;
 mod ids;
 mod info;
 pub mod list_lru;
@@ -126,8 +133,8 @@ mod shrink;
 mod shrinker;
 mod topology;
 
-pub use error::{BuildError, ShrinkError};
-pub use group::GroupId;
+pub use error::{BuildError, GroupError, ShrinkError};
+pub use group::{GroupId, GroupObserver};
 pub use info::{ShrinkerFlags, ShrinkerId, ShrinkerInfo, ShrinkerStats};
 pub use list_lru::{Isolate, ListLru, LruKey, ReparentError};
 pub use registry::{RegistryBuilder, ShrinkerRegistry};
@@ -141,12 +148,12 @@ pub use shrinker::{Registered, Shrinker, ShrinkerBuilder};
 #[allow(unused_imports)]
 mod sync {
     #[cfg(loom)]
-    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicUsize};
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
     #[cfg(loom)]
     pub(crate) use loom::sync::{Mutex, MutexGuard};
 
     #[cfg(not(loom))]
-    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicUsize};
+    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
     #[cfg(not(loom))]
     pub(crate) use std::sync::{Mutex, MutexGuard};
 

@@ -473,8 +473,10 @@ impl<T> ListLru<T> {
             if !cur.is_null() {
                 // SAFETY: `cur` was leaked here earlier and is now
                 // unpublished; readers still holding it are in read
-                // sections, which the grace period waits for.
-                shrinker_rcu::defer_drop(unsafe { Box::from_raw(cur) });
+                // sections, which the grace period waits for. (The `Box` is
+                // made after the grace period: see
+                // `ids::free_after_grace_period`.)
+                unsafe { crate::ids::free_after_grace_period(cur) };
             }
             // SAFETY: just published; retired only under `grow`.
             unsafe { &*new }

@@ -51,7 +51,7 @@ use crate::engine::{self, Callee, Outcome};
 use crate::group::{Deferred, GroupId};
 use crate::info::{ShrinkerFlags, ShrinkerId, ShrinkerStats};
 use crate::shrink::{Count, Scan, Shrink, ShrinkControl};
-use crate::sync::{AtomicPtr, Ordering};
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 
 /// Per-shrinker statistics of the scan path: plain counters, always on.
 ///
@@ -248,7 +248,7 @@ impl Node {
     /// shrinker, 0 otherwise (`do_shrink_slab`: `if (!(shrinker->flags &
     /// SHRINKER_NUMA_AWARE)) nid = 0;`).
     #[inline]
-    fn effective_node(&self, node: usize) -> usize {
+    pub(crate) fn effective_node(&self, node: usize) -> usize {
         if self.flags.numa_aware {
             node
         } else {
@@ -256,9 +256,12 @@ impl Node {
         }
     }
 
-    /// `do_shrink_slab` on this shrinker. The caller holds a pin; `light`
-    /// says it is this thread's light pin (pin.rs), which already marks the
-    /// thread as inside this shrinker, so no frame is pushed.
+    /// `do_shrink_slab` on this shrinker for (`group`, `node`). The caller
+    /// holds a pin; `light` says it is this thread's light pin (pin.rs),
+    /// which already marks the thread as inside this shrinker, so no frame
+    /// is pushed. `deferred` is the counter of (group, node): the
+    /// shrinker's own [`Deferred::slot`] for the root group, the group's
+    /// `ShrinkerInfo` unit entry otherwise (groups.rs).
     #[inline]
     pub(crate) fn shrink_pinned(
         &self,
@@ -266,10 +269,10 @@ impl Node {
         group: GroupId,
         priority: u8,
         light: bool,
+        deferred: &AtomicUsize,
     ) -> Outcome {
         let nid = self.effective_node(node);
         let mut sc = ShrinkControl::new(nid, group);
-        let deferred = self.deferred.slot(group, nid);
         let mut run = || {
             engine::do_shrink_slab(
                 &mut Caller { node: self },
@@ -280,11 +283,7 @@ impl Node {
                 deferred,
             )
         };
-        let outcome = if light {
-            run()
-        } else {
-            mark_inside(self, run)
-        };
+        let outcome = if light { run() } else { mark_inside(self, run) };
         if outcome.scanned > 0 || outcome.freed > 0 {
             // Relaxed: see `NodeStats`.
             self.stats

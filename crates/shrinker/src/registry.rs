@@ -65,10 +65,11 @@ use shrinker_rcu::read_lock;
 
 use crate::engine::DEF_PRIORITY;
 use crate::error::{BuildError, ShrinkError};
+use crate::groups::Groups;
 use crate::ids::{IdAlloc, IdTable};
 use crate::info::{ShrinkerId, ShrinkerInfo};
 use crate::node::{self, Node};
-use crate::pin::{self, Gate};
+use crate::pin::{self, Gate, WalkerSlot};
 use crate::request::ShrinkRequest;
 use crate::shrink::{Count, Scan};
 use crate::sync::{fence, lock, AtomicPtr, Mutex, Ordering};
@@ -126,6 +127,8 @@ pub(crate) struct Inner {
     /// First node of the list (null: empty).
     head: AtomicPtr<Node>,
     pub(crate) ids: IdTable,
+    /// The memory-group tree and its `ShrinkerInfo`s (groups.rs).
+    pub(crate) groups: Groups,
     /// Whether walks may take light pins (pin.rs).
     pub(crate) gate: Arc<Gate>,
     pub(crate) state: Mutex<State>,
@@ -196,8 +199,15 @@ impl ShrinkerRegistry {
         self.len() == 0
     }
 
-    /// One reclaim pass over every registered shrinker (`shrink_slab`);
-    /// returns the number of objects the shrinkers reported freed.
+    /// One reclaim pass (`shrink_slab`); returns the number of objects the
+    /// shrinkers reported freed.
+    ///
+    /// For the root group: every registered shrinker, group-aware or not
+    /// (global reclaim). For another group: only the group-aware shrinkers
+    /// whose bit is set in (group, node), with the group's deferred work;
+    /// a shrinker whose `count` says [`Count::Empty`] has its bit cleared
+    /// (see [`set_shrinker_bit`](Self::set_shrinker_bit)). To reclaim a
+    /// subtree, call it for each of [`groups_under`](Self::groups_under).
     ///
     /// # Blocking
     ///
@@ -208,28 +218,28 @@ impl ShrinkerRegistry {
     ///
     /// [`ShrinkError::InvalidPriority`] above 12, [`ShrinkError::InvalidNode`]
     /// for a node outside `0..nr_nodes()`, [`ShrinkError::NoSuchGroup`] for a
-    /// group other than the root.
+    /// group that does not exist (or is being removed).
     ///
     /// # Panics
     ///
     /// Never because of a callback: callback panics are caught and counted.
     pub fn shrink(&self, req: &ShrinkRequest) -> Result<usize, ShrinkError> {
-        self.validate(req.node, req.priority, req.group)?;
-        Ok(self.shrink_global(req.node, req.priority))
+        self.validate(req.node, req.priority)?;
+        if req.group == GroupId::ROOT {
+            Ok(self.shrink_global(req.node, req.priority))
+        } else {
+            self.shrink_group(req.group, req.node, req.priority)
+        }
     }
 
-    fn validate(&self, node: usize, priority: u8, group: GroupId) -> Result<(), ShrinkError> {
+    fn validate(&self, node: usize, priority: u8) -> Result<(), ShrinkError> {
         if priority > DEF_PRIORITY {
             return Err(ShrinkError::InvalidPriority { priority });
         }
-        self.validate_node(node)?;
-        if group != GroupId::ROOT {
-            return Err(ShrinkError::NoSuchGroup { group });
-        }
-        Ok(())
+        self.validate_node(node)
     }
 
-    fn validate_node(&self, node: usize) -> Result<(), ShrinkError> {
+    pub(crate) fn validate_node(&self, node: usize) -> Result<(), ShrinkError> {
         if node >= self.inner.nr_nodes {
             return Err(ShrinkError::InvalidNode {
                 node,
@@ -263,31 +273,12 @@ impl ShrinkerRegistry {
                 "walker reached a freed shrinker"
             );
             // 2. Pin: lightly if the gate is open (pin.rs, walker steps 1-2),
-            // else with the refcount.
-            let light = match &slot {
-                Some(s) if gate.is_open() => {
-                    s.pin(p);
-                    if node.refcount.read() == 0 {
-                        // Not registered yet (or, with the gate open, already
-                        // gone): skip it.
-                        s.unpin();
-                        // Acquire: pairs with the Release link stores.
-                        p = node.next.load(Ordering::Acquire);
-                        continue;
-                    }
-                    // Acquire: pairs with `register`'s `set_release(1)`, as
-                    // `try_get`'s Acquire does.
-                    fence(Ordering::Acquire);
-                    Some(s)
-                }
-                _ => {
-                    if !node.try_get() {
-                        // Acquire: pairs with the Release link stores.
-                        p = node.next.load(Ordering::Acquire);
-                        continue;
-                    }
-                    None
-                }
+            // else with the refcount. On failure (not registered yet, or
+            // being unregistered) step over it, still inside the section.
+            let Some(pinned) = pin_for_callout(node, slot.as_deref(), gate) else {
+                // Acquire: pairs with the Release link stores.
+                p = node.next.load(Ordering::Acquire);
+                continue;
             };
             // Warm the successor's line while the callbacks run: the walk is
             // a chain of dependent loads, and a list of thousands of shrinkers
@@ -298,7 +289,9 @@ impl ShrinkerRegistry {
             // 3. The pin keeps the node linked, hence allocated.
             drop(guard);
             // 4.
-            let outcome = node.shrink_pinned(nid, GroupId::ROOT, priority, light.is_some());
+            let deferred = node.deferred.slot(node.effective_node(nid));
+            let outcome =
+                node.shrink_pinned(nid, GroupId::ROOT, priority, pinned.is_light(), deferred);
             freed = freed.saturating_add(outcome.freed);
             // 5. Re-enter before unpinning.
             guard = read_lock();
@@ -307,10 +300,7 @@ impl ShrinkerRegistry {
                 !node.freed.load(Ordering::SeqCst),
                 "a pinned shrinker was freed"
             );
-            match light {
-                Some(s) => s.unpin(),
-                None => node.put(),
-            }
+            pinned.unpin(node);
             // 6. Acquire: pairs with the Release link stores.
             p = node.next.load(Ordering::Acquire);
             #[cfg(loom)]
@@ -492,16 +482,27 @@ impl ShrinkerRegistry {
     /// `node` is unlinked, its id slot cleared, its count zero; the caller
     /// owned it and gives it up.
     pub(crate) unsafe fn free_rcu(&self, node: NonNull<Node>) {
-        // SAFETY: owned box (contract).
-        let b = unsafe { Box::from_raw(node.as_ptr()) };
         // Lazy: nobody waits for this free, so it may ride with other lazy
         // callbacks instead of forcing a grace period of its own (on a
         // register-heavy load, prompt grace periods cost the churning threads
-        // their membarrier IPIs).
+        // their membarrier IPIs). The `Box` is made inside the callback, not
+        // here: walkers may still be reading the node, and a `Box` asserts
+        // unique access (see `ids::free_after_grace_period`).
         #[cfg(not(loom))]
-        shrinker_rcu::call_rcu_lazy(move || drop(b));
+        {
+            let p = crate::ids::SendPtr(node.as_ptr());
+            shrinker_rcu::call_rcu_lazy(move || {
+                let p = p;
+                // SAFETY: an owned box (contract); the grace period has
+                // ended, so no walker remains.
+                drop(unsafe { Box::from_raw(p.0) });
+            });
+        }
         #[cfg(loom)]
         {
+            // SAFETY: owned box (contract). (Under loom the node is never
+            // deallocated, only marked: see `graveyard`.)
+            let b = unsafe { Box::from_raw(node.as_ptr()) };
             let inner = Arc::clone(&self.inner);
             shrinker_rcu::call_rcu(move || {
                 b.freed.store(true, Ordering::SeqCst);
@@ -522,6 +523,63 @@ fn prefetch<T>(p: *const T) {
     }
     #[cfg(not(all(target_arch = "x86_64", not(miri))))]
     let _ = p;
+}
+
+/// How a walker holds a shrinker across one callout (pin.rs).
+pub(crate) enum Pinned<'s> {
+    /// A light pin in this thread's walker slot.
+    Light(&'s WalkerSlot),
+    /// A reference (`try_get` succeeded).
+    Ref,
+}
+
+impl Pinned<'_> {
+    /// Is this the thread's light pin (which already marks the thread as
+    /// inside the shrinker)?
+    #[inline]
+    pub(crate) fn is_light(&self) -> bool {
+        matches!(self, Pinned::Light(_))
+    }
+
+    /// Walker step 5: drop the pin. The caller is inside a read section
+    /// (node.rs: "Why every `put` happens inside a read section").
+    #[inline]
+    pub(crate) fn unpin(self, node: &Node) {
+        match self {
+            Pinned::Light(s) => s.unpin(),
+            Pinned::Ref => node.put(),
+        }
+    }
+}
+
+/// Walker step 2, shared by the global walk and the group walk: pin `node`
+/// for a callout, lightly if `slot` is free and the gate is open (pin.rs,
+/// walker steps 1-2), else with `try_get`. `None`: the shrinker is not
+/// callable (not registered yet, or being unregistered).
+///
+/// The caller is inside a read section in which `node` is live (found on
+/// the list or in the id table).
+#[inline]
+pub(crate) fn pin_for_callout<'s>(
+    node: &Node,
+    slot: Option<&'s WalkerSlot>,
+    gate: &Gate,
+) -> Option<Pinned<'s>> {
+    match slot {
+        Some(s) if gate.is_open() => {
+            s.pin(node);
+            if node.refcount.read() == 0 {
+                // Not registered yet (or, with the gate open, already gone).
+                s.unpin();
+                return None;
+            }
+            // Acquire: pairs with `register`'s `set_release(1)`, as
+            // `try_get`'s Acquire does.
+            fence(Ordering::Acquire);
+            Some(Pinned::Light(s))
+        }
+        _ => node.try_get().then_some(Pinned::Ref),
+    }
 }
 
 /// Is the calling thread inside a callback of `node`? (For unregister.)
@@ -580,6 +638,7 @@ impl RegistryBuilder {
             inner: Arc::new(Inner {
                 head: AtomicPtr::new(ptr::null_mut()),
                 ids: IdTable::new(),
+                groups: Groups::new(nr_nodes),
                 gate: Gate::new(),
                 state: Mutex::new(State {
                     tail: ptr::null_mut(),
@@ -963,7 +1022,9 @@ mod tests {
     impl Shrink for Blocker {
         fn count(&self, _: &ShrinkControl) -> Count {
             // SAFETY: the node is pinned by the walk calling us.
-            let rc = unsafe { &*self.node.load(Ordering::Relaxed) }.refcount.read();
+            let rc = unsafe { &*self.node.load(Ordering::Relaxed) }
+                .refcount
+                .read();
             self.entered.lock().unwrap().send(rc).unwrap();
             self.go.lock().unwrap().recv().unwrap();
             Count::Objects(0)
@@ -983,6 +1044,13 @@ mod tests {
                     .register(),
             );
             assert!(!reg.inner.gate.open_now(), "an unregister closes the gate");
+            // Keep it closed for the test, as an unregister in progress
+            // would: otherwise the reopening callback, armed by the
+            // unregister above, may run (a grace period later, sooner on a
+            // busy machine) before the walk below pins, and the walk would
+            // take a light pin (the assertion below then failed, and the
+            // scope hung waiting for the blocked walker).
+            reg.inner.gate.enter();
         } else {
             assert!(reg.inner.gate.open_now(), "a new registry's gate is open");
         }
@@ -1020,6 +1088,9 @@ mod tests {
         });
         assert!(done.load(Ordering::SeqCst));
         assert!(reg.is_empty());
+        if close_gate_first {
+            reg.inner.gate.exit();
+        }
     }
 
     #[test]

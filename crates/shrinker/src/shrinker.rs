@@ -44,7 +44,7 @@ use std::ptr::NonNull;
 
 use crate::engine::{DEFAULT_SEEKS, SHRINK_BATCH};
 use crate::error::BuildError;
-use crate::group::Deferred;
+use crate::group::{Deferred, GroupId};
 use crate::info::{ShrinkerFlags, ShrinkerId, ShrinkerStats};
 use crate::node::Node;
 use crate::pin;
@@ -157,6 +157,14 @@ impl ShrinkerBuilder {
         };
         let deferred = Deferred::try_new(nr)?;
         let id = registry.alloc_id()?;
+        if self.flags.group_aware {
+            // Every group's `ShrinkerInfo` must cover the id before the
+            // shrinker can be registered (`expand_shrinker_info`).
+            if let Err(e) = registry.inner.groups.expand_for(id) {
+                registry.release_id(id);
+                return Err(e);
+            }
+        }
         let shrink: NonNull<dyn Shrink> = NonNull::from(Box::leak(Box::new(state)));
         let node = Box::new(Node::new(
             shrink,
@@ -315,6 +323,38 @@ impl<S: Shrink> Registered<S> {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.node().name
+    }
+
+    /// Mark this shrinker as possibly having objects in (`group`, `node`):
+    /// [`ShrinkerRegistry::set_shrinker_bit`] with its own id. Call it after
+    /// making a per-group list non-empty (a [`ListLru`](crate::ListLru)'s
+    /// notify hook does).
+    ///
+    /// # Errors
+    ///
+    /// As [`ShrinkerRegistry::set_shrinker_bit`]: also
+    /// [`ShrinkError::NoSuchShrinker`](crate::ShrinkError::NoSuchShrinker)
+    /// if the shrinker is not group-aware (unless a group-aware shrinker
+    /// with a higher id exists; the walk ignores such bits).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shrinker::{Count, GroupId, Scan, Shrink, ShrinkControl, ShrinkerBuilder, ShrinkRequest, ShrinkerRegistry};
+    /// struct Five;
+    /// impl Shrink for Five {
+    ///     fn count(&self, _: &ShrinkControl) -> Count { Count::Objects(5) }
+    ///     fn scan(&self, sc: &mut ShrinkControl) -> Scan { Scan::Freed(sc.nr_to_scan().min(5)) }
+    /// }
+    /// let reg = ShrinkerRegistry::builder().nodes(1).build()?;
+    /// let g = reg.create_group(GroupId::ROOT)?;
+    /// let s = ShrinkerBuilder::new("five").group_aware(true).build_in(&reg, Five)?.register();
+    /// s.set_bit(g, 0)?;
+    /// assert_eq!(reg.shrink(&ShrinkRequest { group: g, priority: 0, ..Default::default() })?, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_bit(&self, group: GroupId, node: usize) -> Result<(), crate::ShrinkError> {
+        self.registry.set_shrinker_bit(group, node, self.id())
     }
 
     /// The registry it is registered in.

@@ -1,0 +1,1632 @@
+//! Memory groups: the tree, the per-(group, node) `ShrinkerInfo`, the
+//! lock-free `set_shrinker_bit`, the group walk (`shrink_slab_memcg`), and
+//! removal with reparenting.
+//!
+//! # Layout (the kernel's `struct shrinker_info`, Linux 6.7)
+//!
+//! ```text
+//! group table ──RCU──▶ [ root: null | group 1 | group 2 | ... ]   (index → GroupData,
+//!                                        │                          grown by copy, never reused)
+//!                                        ▼
+//!                         GroupData { refcount, done, map ──RCU──▶ UnitMap }
+//!                                                                   │
+//!   UnitMap: nr_units × nr_nodes unit pointers, node-major ◀────────┘
+//!     node 0: [ unit 0 | unit 1 (null) | ... ]      a null pointer = no bit
+//!     node 1: [ unit 0 (null) | unit 1 | ... ]      set, zero deferred
+//!                  │
+//!                  ▼
+//!     Unit { map: AtomicU64,  nr_deferred: [AtomicUsize; 64] }
+//!            bit id % 64       deferred work of shrinker id (unit × 64 + bit)
+//! ```
+//!
+//! A shrinker id `id` lives in unit `id / 64`, bit `id % 64`, of every
+//! (group, node). All shrinkers share the registry's id space (ids.rs), so
+//! the unit count (`nr_units`, the same for every group) covers the highest
+//! id of any group-aware shrinker ever built.
+//!
+//! Two memory savings over the kernel, which allocates every unit of every
+//! (group, node) up front: units are allocated *lazily*, by the first
+//! `set_shrinker_bit` that needs one (a group whose lists on a node were
+//! never populated costs a null pointer per unit there), and the per-node
+//! pointer arrays share one allocation per group. An empty group costs
+//! [`GroupData`] + one `UnitMap` of `nr_nodes × nr_units` pointers + its
+//! slot in the group table and its tree entry: see
+//! [`ShrinkerRegistry::group_bytes`].
+//!
+//! # Who changes what
+//!
+//! | datum | written by | under | readers |
+//! |---|---|---|---|
+//! | group table, tree | create, remove | groups mutex | table: lock-free under RCU |
+//! | `GroupData::map` (the pointer array) | expansion | groups mutex | lock-free under RCU or a group pin |
+//! | a unit pointer, null → unit | `set_shrinker_bit` slow path | groups mutex | lock-free |
+//! | `Unit::map` bits | `set_shrinker_bit` (set), walk (clear on `Empty`, and set back) | nothing: atomic RMW | walk |
+//! | `Unit::nr_deferred` | walk (`do_shrink_slab`: swap, add), removal (move to the parent) | nothing: atomic | — |
+//!
+//! **Expansion** (the kernel's `expand_shrinker_info`): building a
+//! group-aware shrinker whose id's unit is ≥ `nr_units` allocates, for
+//! every group, a larger pointer array, copies the unit *pointers* into it,
+//! publishes it with Release and frees the old array after a grace period.
+//! Units never move, so a bit set or a deferred count added through the old
+//! array lands in the same unit the new array names; and the lazy install
+//! and the expansion serialise on the groups mutex, so a unit installed into
+//! the old array is never missing from the new one. A concurrent bit set is
+//! never lost and deferred counts never move.
+//!
+//! # Lifetimes
+//!
+//! * **Group table**: freed after a grace period when replaced; readers hold
+//!   a read section.
+//! * **GroupData** (and its units and current map): freed with `call_rcu`
+//!   after removal, which (1) unpublishes it from the table, (2) drops the
+//!   initial reference and waits on `done` until every walker's pin is put.
+//!   A walker pins the group (`try_get` in a read section at walk start) and
+//!   may then leave the read section while calling a shrinker: the units it
+//!   is using stay allocated until it puts its pin, inside a read section,
+//!   after which the grace period of the `call_rcu` covers it. A
+//!   `set_shrinker_bit` does not pin: it uses the group only inside one read
+//!   section.
+//! * **An old `UnitMap`**: freed after a grace period once expansion replaced it; it
+//!   frees only the pointer array, never the units it names.
+//!
+//! # The group walk (`shrink_slab_memcg`)
+//!
+//! 1. Enter a read section; find the group; pin it (`try_get`), or fail with
+//!    [`ShrinkError::NoSuchGroup`].
+//! 2. For each unit index: load the pointer array (Acquire: it may have
+//!    been replaced by an expansion since the last step), then the unit
+//!    (Acquire); a null unit has no bits. Snapshot its bits.
+//! 3. For each set bit: look the shrinker up in the id table. An empty slot,
+//!    a shrinker that is not group-aware, or a failed pin (being registered
+//!    or unregistered): clear the bit, as the kernel does, and go on.
+//! 4. Pinned (pin.rs's light pin or the refcount, registry.rs's
+//!    `pin_for_callout`): leave the read section; `do_shrink_slab` with the
+//!    group and the unit's `nr_deferred[bit]`.
+//! 5. `Count::Empty`: clear the bit, `fence(SeqCst)`, call again; if that
+//!    call did not say `Empty`, set the bit again (the handshake below).
+//! 6. Re-enter the read section, unpin, continue at 3, then 2.
+//! 7. Put the group pin inside the read section; leave it.
+//!
+//! # The handshake with producers
+//!
+//! A producer (a [`ListLru`](crate::ListLru) add) makes its list non-empty
+//! and then sets the bit; the walk clears the bit when the list looks empty.
+//! Neither orders the other, so a store-buffering pair of full fences does:
+//!
+//! ```text
+//!   producer (ListLru::add → set_shrinker_bit)   walker (step 5, after Count::Empty)
+//!   ------------------------------------------   -----------------------------------
+//!   nr_items = 1 (list lock held)                map.fetch_and(!bit)
+//!   fence(SeqCst)  [set_shrinker_bit's own]  ◀─▶  fence(SeqCst)
+//!   map.load(); if bit clear: map.fetch_or(bit)   count(): nr_items == 0?
+//!                                                 not Empty: map.fetch_or(bit)
+//! ```
+//!
+//! The two fences are ordered one way or the other in the single total
+//! order of SeqCst operations. If the producer's comes first, the walker's
+//! re-count (after its fence) sees `nr_items = 1` and sets the bit again.
+//! If the walker's comes first, the producer's load (after its fence) sees
+//! the clear (or a later set), so it sets the bit. Either way the bit is set
+//! when both are done. (The producer's load before its `fetch_or` skips a
+//! read-modify-write of a shared line when the bit is already set; the
+//! argument covers it: a load that still sees the bit set, from before the
+//! clear, puts the producer's fence first.) `set_shrinker_bit` issues the
+//! producer's fence itself, so callers with their own lists only need to
+//! make the list non-empty *before* calling it. `ListLru` fences too; the
+//! second fence costs little on a transition that happens once per
+//! empty → non-empty.
+//!
+//! `tests/loom_groups.rs` checks the handshake, with the walker's fence
+//! removed as the mutation that must fail.
+//!
+//! # Removal (`mem_cgroup_css_offline` → `memcg_offline_kmem`)
+//!
+//! 1. Under the groups mutex: refuse the root, an unknown or dying group, a
+//!    group with children; mark it dying and unpublish it from the table
+//!    (lookups now fail: walks get `NoSuchGroup`, `set_shrinker_bit` gets
+//!    `NoSuchGroup`, and a racing `ListLru` add is redirected to the parent
+//!    by the observer's reparent below, which notifies the parent). It stays
+//!    in the parent's children until step 5, so the parent cannot be
+//!    removed under it.
+//! 2. Drop the initial reference; wait on `done` for walkers' pins.
+//! 3. Under the mutex: move every nonzero `nr_deferred` into the parent's
+//!    units (installing them as needed), or, for the root, into the
+//!    shrinker's own counter (`reparent_shrinker_deferred`). Nothing else
+//!    is set: bits come from the objects moved in step 4.
+//! 4. Without any lock: every live [`GroupObserver`] reparents `g` into the
+//!    parent (a `ListLru` moves its items, and notifies the parent's bit).
+//! 5. Under the mutex: unlink from the parent; free the data with
+//!    `call_rcu` (a `set_shrinker_bit` that found the group before step 1
+//!    may still be setting a bit in one of its units).
+//!
+//! Lock order: a `ListLru` list lock → the groups mutex (notify's slow
+//! path). The groups mutex is never held while calling an observer, a
+//! `ListLru` or a shrinker.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::mem::size_of;
+use std::ptr;
+use std::sync::Weak;
+
+use shrinker_rcu::{read_lock, ReadGuard};
+use shrinker_sync::{Completion, Refcount};
+
+use crate::error::{BuildError, GroupError, ShrinkError};
+use crate::group::{GroupId, GroupObserver};
+use crate::ids::{free_after_grace_period, IdTable};
+use crate::info::ShrinkerId;
+use crate::list_lru::{ListLru, ReparentError};
+use crate::pin;
+use crate::registry::{pin_for_callout, ShrinkerRegistry};
+use crate::sync::{fence, lock, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
+
+/// Shrinker ids per unit (bits in `Unit::map`).
+pub(crate) const BITS_PER_UNIT: usize = 64;
+
+/// Group indices: `0..MAX_GROUPS` (index `u32::MAX` is never handed out).
+const MAX_GROUPS: u32 = u32::MAX;
+
+/// 64 shrinker ids' worth of one (group, node)'s `ShrinkerInfo`
+/// (`struct shrinker_info_unit`).
+pub(crate) struct Unit {
+    /// Bit `b`: shrinker `unit × 64 + b` may have objects here.
+    map: AtomicU64,
+    /// Deferred work of shrinker `unit × 64 + b` for this (group, node).
+    nr_deferred: [AtomicUsize; BITS_PER_UNIT],
+}
+
+impl Unit {
+    fn new() -> Box<Unit> {
+        Box::new(Unit {
+            map: AtomicU64::new(0),
+            nr_deferred: std::array::from_fn(|_| AtomicUsize::new(0)),
+        })
+    }
+
+    /// Set `bit`, the producer's last step (module doc, "The handshake").
+    /// The caller has issued its `fence(SeqCst)`.
+    #[inline]
+    fn set(&self, bit: usize) {
+        let m = 1u64 << bit;
+        // Relaxed (both): ordered against the walker's clear by the fence
+        // pair of the handshake; the load skips a locked RMW on a line many
+        // producers share when the bit is already set (module doc).
+        if self.map.load(Ordering::Relaxed) & m == 0 {
+            self.map.fetch_or(m, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One group's unit pointers for every node: `slots[node * nr_units + u]`.
+///
+/// # Invariants
+///
+/// `slots.len() == nr_nodes * nr_units`; a slot is null or a `Box<Unit>`
+/// leaked by `set_bit_slow` (or `install`) and owned by the group's
+/// [`GroupData`], not by the map: a map replaced by an expansion is freed
+/// without touching the units.
+struct UnitMap {
+    nr_units: usize,
+    slots: Box<[AtomicPtr<Unit>]>,
+}
+
+impl UnitMap {
+    fn try_new(nr_nodes: usize, nr_units: usize) -> Result<Box<Self>, GroupError> {
+        let n = nr_nodes.saturating_mul(nr_units);
+        let mut v = Vec::new();
+        v.try_reserve_exact(n)?;
+        v.extend((0..n).map(|_| AtomicPtr::new(ptr::null_mut())));
+        Ok(Box::new(UnitMap {
+            nr_units,
+            slots: v.into_boxed_slice(),
+        }))
+    }
+
+    /// The slot of unit `unit` on `node`, if `unit < nr_units`.
+    #[inline]
+    fn slot(&self, node: usize, unit: usize) -> Option<&AtomicPtr<Unit>> {
+        if unit < self.nr_units {
+            self.slots.get(node * self.nr_units + unit)
+        } else {
+            None
+        }
+    }
+}
+
+/// A group's data: its pin and its `ShrinkerInfo` for every node.
+///
+/// # Invariants
+///
+/// * `map` is a leaked `Box<UnitMap>`, replaced only under the groups
+///   mutex; a replaced map is freed after a grace period.
+/// * The units named by `map` are freed only when the `GroupData` is
+///   dropped, which happens only after a grace period that began after
+///   the group was unpublished and its count reached zero.
+/// * `refcount` is 1 + walker pins while the group is published; removal
+///   drops the 1, and once it is zero it never rises again.
+pub(crate) struct GroupData {
+    refcount: Refcount,
+    /// Completed by the `put` that drops `refcount` to zero.
+    done: Completion,
+    map: AtomicPtr<UnitMap>,
+}
+
+impl GroupData {
+    fn try_new(nr_nodes: usize, nr_units: usize) -> Result<Box<Self>, GroupError> {
+        let map = Box::into_raw(UnitMap::try_new(nr_nodes, nr_units)?);
+        Ok(Box::new(GroupData {
+            refcount: Refcount::new(1),
+            done: Completion::new(),
+            map: AtomicPtr::new(map),
+        }))
+    }
+
+    /// Pin the group for a walk.
+    ///
+    /// # Ordering
+    ///
+    /// Acquire on success: pairs with the Release of the table store in
+    /// `create`, so the group's initialisation is visible (it already is
+    /// through the table's Acquire; this is belt and braces for the count).
+    #[inline]
+    #[must_use = "a successful try_get must be balanced by put"]
+    fn try_get(&self) -> bool {
+        self.refcount.inc_not_zero_acquire()
+    }
+
+    /// Drop a walker's pin. The caller is inside a read section (module
+    /// doc, "Lifetimes": the completer may still be inside `complete()`
+    /// when the remover frees the group).
+    ///
+    /// # Ordering
+    ///
+    /// Release (Acquire on the last): the walker's accesses to the units
+    /// happen-before the remover's reparenting of their counts.
+    #[inline]
+    fn put(&self) {
+        if self.refcount.dec_and_test() {
+            self.done.complete();
+        }
+    }
+
+    /// The current pointer array. `_guard` or a group pin keeps it alive
+    /// until the guard ends (a replaced map waits for a grace period).
+    #[inline]
+    fn map<'g>(&self, _guard: &'g ReadGuard) -> &'g UnitMap {
+        // Acquire: pairs with the Release swap in `expand_for`: the copied
+        // pointers are visible.
+        let m = self.map.load(Ordering::Acquire);
+        // SAFETY: never null (type invariant); a replaced map is freed only
+        // after a grace period, which `_guard` holds off.
+        unsafe { &*m }
+    }
+
+    /// The current pointer array, for a holder of the groups mutex.
+    fn map_locked<'a>(&'a self, _st: &'a State) -> &'a UnitMap {
+        // Relaxed: the map is replaced only under the mutex we hold.
+        let m = self.map.load(Ordering::Relaxed);
+        // SAFETY: not null; it cannot be replaced (hence freed) while we
+        // hold the mutex.
+        unsafe { &*m }
+    }
+
+    /// The unit of (`node`, `unit`) for a holder of the groups mutex,
+    /// installed if missing.
+    fn install<'a>(&'a self, st: &'a State, node: usize, unit: usize) -> Option<&'a Unit> {
+        let slot = self.map_locked(st).slot(node, unit)?;
+        // Relaxed: unit pointers change only under the mutex we hold.
+        let mut u = slot.load(Ordering::Relaxed);
+        if u.is_null() {
+            u = Box::into_raw(Unit::new());
+            // Release: pairs with the Acquire loads in `set_shrinker_bit`
+            // and the walk: the zeroed unit is visible before its pointer.
+            slot.store(u, Ordering::Release);
+        }
+        // SAFETY: units live as long as the group (type invariant), which
+        // cannot be freed while we hold the mutex (removal step 5 takes it).
+        Some(unsafe { &*u })
+    }
+
+    /// Bytes owned by this group's data (not counting the table slot and
+    /// the tree entry).
+    fn bytes(&self, st: &State) -> usize {
+        let map = self.map_locked(st);
+        let units = map
+            .slots
+            .iter()
+            // Relaxed: under the mutex.
+            .filter(|s| !s.load(Ordering::Relaxed).is_null())
+            .count();
+        size_of::<GroupData>()
+            + size_of::<UnitMap>()
+            + map.slots.len() * size_of::<AtomicPtr<Unit>>()
+            + units * size_of::<Unit>()
+    }
+}
+
+impl Drop for GroupData {
+    fn drop(&mut self) {
+        // Relaxed: `&mut self` excludes every other access.
+        let map = self.map.load(Ordering::Relaxed);
+        // SAFETY: the current map, leaked by `try_new` or `expand_for`.
+        let map = unsafe { Box::from_raw(map) };
+        for s in map.slots.iter() {
+            let u = s.load(Ordering::Relaxed);
+            if !u.is_null() {
+                // SAFETY: units are owned by the group (type invariant) and
+                // no reader remains (`&mut self`, after a grace period).
+                drop(unsafe { Box::from_raw(u) });
+            }
+        }
+    }
+}
+
+/// The RCU-readable group table: slot `g` is null (root, removed or
+/// dying) or points to group `g`'s data.
+struct Table {
+    slots: Box<[AtomicPtr<GroupData>]>,
+}
+
+/// One group in the tree (under the groups mutex).
+struct Entry {
+    parent: GroupId,
+    children: Vec<GroupId>,
+    /// Null for the root, which has no `ShrinkerInfo`: root reclaim is the
+    /// global walk, and root deferred work lives in the shrinkers.
+    data: *mut GroupData,
+    /// Removal has begun: unpublished, not a valid argument any more.
+    dying: bool,
+}
+
+/// What the groups mutex protects.
+pub(crate) struct State {
+    /// The published table (null before the first group): the writers'
+    /// copy of `Groups::table`.
+    table: *const Table,
+    /// The next group index (never reused).
+    next: u32,
+    /// Units per (group, node): covers every group-aware shrinker's id.
+    nr_units: usize,
+    /// Every group, dying ones included, root too.
+    tree: HashMap<u32, Entry>,
+    /// Groups that are not dying, root included.
+    live: usize,
+}
+
+// SAFETY: the raw pointers name data owned by the `Groups` this state
+// belongs to, used only under its mutex.
+unsafe impl Send for State {}
+
+impl State {
+    fn table(&self) -> Option<&Table> {
+        // SAFETY: the published table; replaced (and retired) only under
+        // the mutex the holder of `&self` holds.
+        unsafe { self.table.as_ref() }
+    }
+
+    fn data(&self, g: GroupId) -> Option<&GroupData> {
+        let e = self.tree.get(&g.index())?;
+        // SAFETY: non-null data of a group in the tree is live: it is freed
+        // only after its entry is removed, under the mutex.
+        unsafe { e.data.as_ref() }
+    }
+
+    fn live_entry(&self, g: GroupId) -> Result<&Entry, GroupError> {
+        self.tree
+            .get(&g.index())
+            .filter(|e| !e.dying)
+            .ok_or(GroupError::NoSuchGroup { group: g })
+    }
+}
+
+/// The registry's memory groups (lives in `registry::Inner`).
+pub(crate) struct Groups {
+    table: AtomicPtr<Table>,
+    state: Mutex<State>,
+    observers: Mutex<Vec<Weak<dyn GroupObserver>>>,
+    nr_nodes: usize,
+}
+
+impl Groups {
+    pub(crate) fn new(nr_nodes: usize) -> Self {
+        let mut tree = HashMap::new();
+        tree.insert(
+            GroupId::ROOT.index(),
+            Entry {
+                parent: GroupId::ROOT,
+                children: Vec::new(),
+                data: ptr::null_mut(),
+                dying: false,
+            },
+        );
+        Groups {
+            table: AtomicPtr::new(ptr::null_mut()),
+            state: Mutex::new(State {
+                table: ptr::null(),
+                next: 1,
+                nr_units: 0,
+                tree,
+                live: 1,
+            }),
+            observers: Mutex::new(Vec::new()),
+            nr_nodes,
+        }
+    }
+
+    /// The data of published group `g` (not the root), live until `guard`
+    /// ends.
+    #[inline]
+    fn lookup<'g>(&self, g: GroupId, _guard: &'g ReadGuard) -> Option<&'g GroupData> {
+        // Acquire: pairs with the Release swap in `create`: the copied slots
+        // are visible.
+        let t = self.table.load(Ordering::Acquire);
+        // SAFETY: null or a live table; a replaced table is freed after a
+        // grace period, which `_guard` holds off.
+        let t = unsafe { t.as_ref() }?;
+        // Acquire: pairs with the Release slot store in `create`: the
+        // group's initialisation is visible.
+        let p = t.slots.get(g.index() as usize)?.load(Ordering::Acquire);
+        // SAFETY: a published group's data is freed only after a grace
+        // period that began after it was unpublished (module doc).
+        unsafe { p.as_ref() }
+    }
+
+    /// Make the unit count cover shrinker `id` (`expand_shrinker_info`):
+    /// called when a group-aware shrinker is built, before it can be
+    /// registered.
+    pub(crate) fn expand_for(&self, id: ShrinkerId) -> Result<(), BuildError> {
+        let need = id.index() as usize / BITS_PER_UNIT + 1;
+        let mut st = lock(&self.state);
+        if need <= st.nr_units {
+            return Ok(());
+        }
+        // Allocate every new map first, so that a failure changes nothing.
+        let mut new_maps = Vec::new();
+        new_maps.try_reserve_exact(st.tree.len())?;
+        for (&g, e) in &st.tree {
+            if !e.data.is_null() {
+                let m = UnitMap::try_new(self.nr_nodes, need).map_err(|e| match e {
+                    GroupError::Alloc(a) => BuildError::Alloc(a),
+                    _ => unreachable!("UnitMap::try_new fails only to allocate"),
+                })?;
+                new_maps.push((g, m));
+            }
+        }
+        for (g, new) in new_maps {
+            let data = st.data(GroupId::from_index(g)).expect("a group with data");
+            let old = data.map_locked(&st);
+            for node in 0..self.nr_nodes {
+                for u in 0..old.nr_units {
+                    let (o, n) = (old.slot(node, u), new.slot(node, u));
+                    if let (Some(o), Some(n)) = (o, n) {
+                        // Relaxed: unit pointers change only under the
+                        // mutex we hold; the Release swap below publishes.
+                        n.store(o.load(Ordering::Relaxed), Ordering::Relaxed);
+                    }
+                }
+            }
+            // Release: pairs with the Acquire load in `GroupData::map`: the
+            // copied pointers (and the units behind them, published by their
+            // own Release stores) are visible through the new map.
+            let old = data.map.swap(Box::into_raw(new), Ordering::Release);
+            // SAFETY: leaked by `try_new`/`expand_for`, now unpublished;
+            // readers still holding it are in read sections (or pinned the
+            // group inside one and re-load after re-entering), which the
+            // grace period waits for. Dropping a map frees no unit.
+            unsafe { free_after_grace_period(old) };
+        }
+        st.nr_units = need;
+        Ok(())
+    }
+
+    /// `set_shrinker_bit`'s slow path: install the unit under the mutex.
+    #[cold]
+    fn set_bit_slow(&self, g: GroupId, node: usize, id: ShrinkerId) -> Result<(), ShrinkError> {
+        let (unit, bit) = split(id);
+        let st = lock(&self.state);
+        if st.live_entry(g).is_err() {
+            return Err(ShrinkError::NoSuchGroup { group: g });
+        }
+        let data = st.data(g).ok_or(ShrinkError::NoSuchGroup { group: g })?;
+        let u = data
+            .install(&st, node, unit)
+            .ok_or(ShrinkError::NoSuchShrinker { id })?;
+        u.set(bit);
+        Ok(())
+    }
+}
+
+impl Drop for Groups {
+    fn drop(&mut self) {
+        // `&mut self`: no reader or writer remains; no removal is in
+        // progress (it holds a registry handle).
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        for e in st.tree.values() {
+            if !e.data.is_null() {
+                // SAFETY: leaked by `create_group`, still owned by the tree.
+                drop(unsafe { Box::from_raw(e.data) });
+            }
+        }
+        // Relaxed: `&mut self`.
+        let t = self.table.load(Ordering::Relaxed);
+        if !t.is_null() {
+            // SAFETY: leaked by `create_group`, still published.
+            drop(unsafe { Box::from_raw(t) });
+        }
+    }
+}
+
+/// (unit index, bit) of a shrinker id.
+#[inline]
+fn split(id: ShrinkerId) -> (usize, usize) {
+    let i = id.index() as usize;
+    (i / BITS_PER_UNIT, i % BITS_PER_UNIT)
+}
+
+// ---------------------------------------------------------------------------
+// "This thread is walking group G": for remove_group's misuse check.
+
+struct Walking {
+    group: *const GroupData,
+    outer: *const Walking,
+}
+
+#[cfg(not(loom))]
+std::thread_local! {
+    static WALKING: Cell<*const Walking> = const { Cell::new(ptr::null()) };
+}
+#[cfg(loom)]
+loom::thread_local! {
+    static WALKING: Cell<*const Walking> = Cell::new(ptr::null());
+}
+
+/// Run `f` with `group` marked as walked by this thread.
+fn mark_walking<R>(group: *const GroupData, f: impl FnOnce() -> R) -> R {
+    struct Restore(*const Walking);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let outer = self.0;
+            let _ = WALKING.try_with(|c| c.set(outer));
+        }
+    }
+    let outer = WALKING.try_with(Cell::get).unwrap_or(ptr::null());
+    let frame = Walking { group, outer };
+    let _ = WALKING.try_with(|c| c.set(&frame));
+    // Declared after `frame`, so dropped (unlinking it) before it.
+    let _restore = Restore(outer);
+    f()
+}
+
+/// Is this thread inside a walk of `group`?
+fn walking(group: *const GroupData) -> bool {
+    let mut f = WALKING.try_with(Cell::get).unwrap_or(ptr::null());
+    // SAFETY: every frame in the chain lives on the stack of a
+    // `mark_walking` call still running on this thread.
+    while let Some(frame) = unsafe { f.as_ref() } {
+        if ptr::eq(frame.group, group) {
+            return true;
+        }
+        f = frame.outer;
+    }
+    false
+}
+
+// ---------------------------------------------------------------------------
+// The public face, on the registry.
+
+impl ShrinkerRegistry {
+    /// Create a memory group under `parent` (`mkdir` of a memory cgroup).
+    ///
+    /// # Blocking
+    ///
+    /// Takes the groups mutex; allocates the group's `ShrinkerInfo` pointer
+    /// arrays (units come later, lazily).
+    ///
+    /// # Errors
+    ///
+    /// [`GroupError::NoSuchGroup`] if `parent` does not exist (or is being
+    /// removed); [`GroupError::TooManyGroups`] when every index was used;
+    /// [`GroupError::Alloc`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shrinker::{GroupId, ShrinkerRegistry};
+    /// let reg = ShrinkerRegistry::builder().nodes(1).build()?;
+    /// let a = reg.create_group(GroupId::ROOT)?;
+    /// let b = reg.create_group(a)?;
+    /// assert_eq!(reg.group_parent(b)?, Some(a));
+    /// assert_eq!(reg.groups_under(a), [a, b]);
+    /// assert_eq!(reg.nr_groups(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_group(&self, parent: GroupId) -> Result<GroupId, GroupError> {
+        let groups = &self.inner.groups;
+        let mut st = lock(&groups.state);
+        st.live_entry(parent)?;
+        if st.next == MAX_GROUPS {
+            return Err(GroupError::TooManyGroups { max: MAX_GROUPS });
+        }
+        let g = GroupId::from_index(st.next);
+        let data = GroupData::try_new(groups.nr_nodes, st.nr_units)?;
+        st.tree.try_reserve(1)?;
+        let parent_entry = st.tree.get_mut(&parent.index()).expect("checked live");
+        parent_entry.children.try_reserve(1)?;
+        // Grow the table if needed (as ids.rs does).
+        let len = st.table().map_or(0, |t| t.slots.len());
+        let idx = g.index() as usize;
+        if idx >= len {
+            let new_len = (len * 2).max(64).max(idx + 1);
+            let mut v = Vec::new();
+            v.try_reserve_exact(new_len)?;
+            v.extend((0..new_len).map(|_| AtomicPtr::new(ptr::null_mut())));
+            if let Some(old) = st.table() {
+                for (n, o) in v.iter().zip(old.slots.iter()) {
+                    // Relaxed: slots change only under the mutex we hold.
+                    n.store(o.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+            }
+            let new = Box::into_raw(Box::new(Table {
+                slots: v.into_boxed_slice(),
+            }));
+            st.table = new;
+            // Release: publishes the copied slots to `lookup`'s Acquire.
+            let old = groups.table.swap(new, Ordering::Release);
+            if !old.is_null() {
+                // SAFETY: leaked above by an earlier call, now unpublished;
+                // readers still holding it are in read sections.
+                unsafe { free_after_grace_period(old) };
+            }
+        }
+        let data = Box::into_raw(data);
+        let t = st.table().expect("table allocated above");
+        // Release: pairs with `lookup`'s Acquire: the group's
+        // initialisation is visible to whoever finds it.
+        t.slots[idx].store(data, Ordering::Release);
+        st.tree
+            .get_mut(&parent.index())
+            .expect("checked live")
+            .children
+            .push(g);
+        st.tree.insert(
+            g.index(),
+            Entry {
+                parent,
+                children: Vec::new(),
+                data,
+                dying: false,
+            },
+        );
+        st.next += 1;
+        st.live += 1;
+        Ok(g)
+    }
+
+    /// Remove a memory group (`rmdir` of a memory cgroup): its deferred work
+    /// moves to the parent, every [`GroupObserver`] moves its objects there,
+    /// and its index is never used again. The numbered protocol is in the
+    /// source (groups.rs, "Removal").
+    ///
+    /// # Blocking
+    ///
+    /// Waits until every reclaim walk of the group in progress has finished
+    /// (their shrinker callbacks included); runs the observers.
+    ///
+    /// # Errors
+    ///
+    /// [`GroupError::RootGroup`]; [`GroupError::NoSuchGroup`] if `g` does
+    /// not exist or is already being removed; [`GroupError::HasChildren`].
+    ///
+    /// # Panics
+    ///
+    /// If called inside an RCU read section, or from a shrinker callback
+    /// running in a walk of `g` (it would wait for itself).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shrinker::{GroupError, GroupId, ShrinkerRegistry};
+    /// let reg = ShrinkerRegistry::builder().nodes(1).build()?;
+    /// let a = reg.create_group(GroupId::ROOT)?;
+    /// let b = reg.create_group(a)?;
+    /// assert!(matches!(reg.remove_group(a), Err(GroupError::HasChildren { .. })));
+    /// reg.remove_group(b)?;
+    /// reg.remove_group(a)?;
+    /// assert_eq!(reg.remove_group(a), Err(GroupError::NoSuchGroup { group: a }));
+    /// assert_eq!(reg.remove_group(GroupId::ROOT), Err(GroupError::RootGroup));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[track_caller]
+    pub fn remove_group(&self, g: GroupId) -> Result<(), GroupError> {
+        if g == GroupId::ROOT {
+            return Err(GroupError::RootGroup);
+        }
+        if shrinker_rcu::in_read_section() {
+            panic!(
+                "memory group {} removed inside an RCU read-side section: removal waits for \
+                 reclaim walks of the group, whose callbacks may wait for a grace period",
+                g.index()
+            );
+        }
+        let groups = &self.inner.groups;
+        // 1. Unpublish.
+        let (data, parent) = {
+            let mut st = lock(&groups.state);
+            let e = st.live_entry(g)?;
+            if !e.children.is_empty() {
+                return Err(GroupError::HasChildren {
+                    group: g,
+                    children: e.children.len(),
+                });
+            }
+            let (data, parent) = (e.data, e.parent);
+            if walking(data) {
+                drop(st);
+                panic!(
+                    "memory group {} removed from a shrinker callback of a walk of that group: \
+                     removal waits for the walk, which would deadlock",
+                    g.index()
+                );
+            }
+            st.tree.get_mut(&g.index()).expect("live").dying = true;
+            st.live -= 1;
+            if let Some(t) = st.table() {
+                // Relaxed: a walker that still finds the data try_gets it;
+                // one that got in before step 2 is waited for, one after it
+                // fails (the count stays zero).
+                t.slots[g.index() as usize].store(ptr::null_mut(), Ordering::Relaxed);
+            }
+            (data, parent)
+        };
+        // SAFETY: the data of a group in the tree is live until step 5.
+        let d = unsafe { &*data };
+        // 2. Drop the initial reference; wait for walkers' pins. If ours was
+        // the last, dec_and_test's Acquire orders every pin's accesses
+        // before what follows; otherwise the completion's mutex does.
+        if !d.refcount.dec_and_test() {
+            d.done.wait();
+        }
+        // 3. Reparent deferred work.
+        {
+            let st = lock(&groups.state);
+            let pdata = st.data(parent);
+            let guard = read_lock();
+            let map = d.map_locked(&st);
+            for node in 0..groups.nr_nodes {
+                for u in 0..map.nr_units {
+                    let slot = map.slot(node, u).expect("in range");
+                    // Relaxed: under the mutex.
+                    let u_ptr = slot.load(Ordering::Relaxed);
+                    // SAFETY: units live as long as the group's data (live
+                    // until step 5).
+                    let Some(unit) = (unsafe { u_ptr.as_ref() }) else {
+                        continue;
+                    };
+                    for (bit, c) in unit.nr_deferred.iter().enumerate() {
+                        // Relaxed: no walker uses the group any more (step
+                        // 2); the counts are plain numbers moved between
+                        // atomic counters.
+                        let n = c.swap(0, Ordering::Relaxed);
+                        if n == 0 {
+                            continue;
+                        }
+                        let id = (u * BITS_PER_UNIT + bit) as u32;
+                        match pdata {
+                            Some(p) => {
+                                let pu = p
+                                    .install(&st, node, u)
+                                    .expect("every group has the same unit count");
+                                // Relaxed: an atomic sum; walkers swap it.
+                                pu.nr_deferred[bit].fetch_add(n, Ordering::Relaxed);
+                            }
+                            None => add_root_deferred(&self.inner.ids, id, node, n, &guard),
+                        }
+                    }
+                }
+            }
+        }
+        // 4. Observers, without any lock held.
+        let observers: Vec<_> = {
+            let mut obs = lock(&groups.observers);
+            obs.retain(|w| w.strong_count() > 0);
+            obs.iter().filter_map(Weak::upgrade).collect()
+        };
+        for o in observers {
+            o.reparent(g, parent);
+        }
+        // 5. Unlink and free after a grace period.
+        {
+            let mut st = lock(&groups.state);
+            st.tree.remove(&g.index());
+            if let Some(p) = st.tree.get_mut(&parent.index()) {
+                p.children.retain(|&c| c != g);
+            }
+        }
+        // SAFETY: leaked by `create_group`; unpublished, count zero for good,
+        // out of the tree: ours. A `set_shrinker_bit` that found it before
+        // step 1 is in a read section, which the grace period waits for.
+        unsafe { free_after_grace_period(data) };
+        Ok(())
+    }
+
+    /// The parent of `g`: `None` for the root.
+    ///
+    /// # Errors
+    ///
+    /// [`GroupError::NoSuchGroup`] if `g` does not exist (or is being
+    /// removed).
+    pub fn group_parent(&self, g: GroupId) -> Result<Option<GroupId>, GroupError> {
+        let st = lock(&self.inner.groups.state);
+        let e = st.live_entry(g)?;
+        Ok((g != GroupId::ROOT).then_some(e.parent))
+    }
+
+    /// `g` and its descendants, parents before children (the kernel's
+    /// `mem_cgroup_iter` over a subtree, for reclaim of `g`): empty if `g`
+    /// does not exist.
+    #[must_use]
+    pub fn groups_under(&self, g: GroupId) -> Vec<GroupId> {
+        let st = lock(&self.inner.groups.state);
+        let mut out = Vec::new();
+        if st.live_entry(g).is_err() {
+            return out;
+        }
+        let mut stack = vec![g];
+        while let Some(x) = stack.pop() {
+            out.push(x);
+            if let Some(e) = st.tree.get(&x.index()) {
+                // Reversed, so that children come out in creation order.
+                stack.extend(
+                    e.children
+                        .iter()
+                        .rev()
+                        .filter(|c| st.tree.get(&c.index()).is_some_and(|e| !e.dying)),
+                );
+            }
+        }
+        out
+    }
+
+    /// Existing groups, the root included.
+    #[must_use]
+    pub fn nr_groups(&self) -> usize {
+        lock(&self.inner.groups.state).live
+    }
+
+    /// Bytes of bookkeeping group `g` costs the registry now: its data, its
+    /// `ShrinkerInfo` pointer arrays (`nr_nodes × ⌈ids / 64⌉` pointers),
+    /// the units installed so far (520 bytes each: a 64-bit map and 64
+    /// deferred counters), its table slot and its tree entry. `None` if `g`
+    /// does not exist; the root costs its tree entry only.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shrinker::{GroupId, ShrinkerRegistry};
+    /// let reg = ShrinkerRegistry::builder().nodes(2).build()?;
+    /// let g = reg.create_group(GroupId::ROOT)?;
+    /// let empty = reg.group_bytes(g).unwrap();
+    /// assert!(empty < 256, "{empty}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn group_bytes(&self, g: GroupId) -> Option<usize> {
+        let st = lock(&self.inner.groups.state);
+        let e = st.live_entry(g).ok()?;
+        let entry = size_of::<(u32, Entry)>() + e.children.capacity() * size_of::<GroupId>();
+        let data = st.data(g).map_or(0, |d| d.bytes(&st));
+        let slot = if g == GroupId::ROOT {
+            0
+        } else {
+            size_of::<AtomicPtr<GroupData>>()
+        };
+        Some(entry + data + slot)
+    }
+
+    /// Tell `observer` about every future group removal (it is called with
+    /// `(removed, parent)`); dead observers are pruned.
+    ///
+    /// # Examples
+    ///
+    /// See [`GroupObserver`].
+    pub fn observe_groups(&self, observer: Weak<dyn GroupObserver>) {
+        let mut obs = lock(&self.inner.groups.observers);
+        obs.retain(|w| w.strong_count() > 0);
+        obs.push(observer);
+    }
+
+    /// Mark shrinker `id` as possibly having objects in (`group`, `node`)
+    /// (the kernel's `set_shrinker_bit`): the group walk calls it for the
+    /// group from now on, until its `count` says [`Count::Empty`]. A
+    /// [`ListLru`]'s notify hook calls it when a list goes from empty to
+    /// non-empty; a shrinker with its own lists must call it on each such
+    /// transition, *after* the list is non-empty.
+    ///
+    /// A no-op for the root group: root reclaim calls every shrinker.
+    ///
+    /// [`Count::Empty`]: crate::Count::Empty
+    ///
+    /// # Ordering
+    ///
+    /// Issues a `fence(SeqCst)` before setting the bit: the producer half
+    /// of the store-buffering handshake with the walk's clear-on-`Empty`
+    /// (groups.rs). Whatever the caller stored before the call (the list's
+    /// new count) is seen by a walk that clears the bit concurrently, or
+    /// the bit ends up set.
+    ///
+    /// # Blocking
+    ///
+    /// Lock-free, except the first time a bit of (`group`, `node`, id / 64)
+    /// is set, which takes the groups mutex to allocate the unit.
+    ///
+    /// # Errors
+    ///
+    /// [`ShrinkError::InvalidNode`]; [`ShrinkError::NoSuchGroup`] if the
+    /// group does not exist or is being removed (its objects are being moved
+    /// to the parent, which is notified then); [`ShrinkError::NoSuchShrinker`]
+    /// if `id` is beyond every group-aware shrinker built so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shrinker::{Count, GroupId, Scan, Shrink, ShrinkControl, ShrinkerBuilder, ShrinkRequest, ShrinkerRegistry};
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// struct Ten(AtomicUsize);
+    /// impl Shrink for Ten {
+    ///     fn count(&self, sc: &ShrinkControl) -> Count {
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///         assert_ne!(sc.group(), GroupId::ROOT);
+    ///         Count::Objects(10)
+    ///     }
+    ///     fn scan(&self, sc: &mut ShrinkControl) -> Scan { Scan::Freed(sc.nr_to_scan().min(10)) }
+    /// }
+    /// let reg = ShrinkerRegistry::builder().nodes(1).build()?;
+    /// let g = reg.create_group(GroupId::ROOT)?;
+    /// let s = ShrinkerBuilder::new("ten").group_aware(true).build_in(&reg, Ten(AtomicUsize::new(0)))?.register();
+    /// let req = ShrinkRequest { group: g, priority: 0, ..Default::default() };
+    /// reg.shrink(&req)?;
+    /// assert_eq!(s.0.load(Ordering::Relaxed), 0, "bit clear: not called");
+    /// reg.set_shrinker_bit(g, 0, s.id())?;
+    /// assert_eq!(reg.shrink(&req)?, 10);
+    /// assert_eq!(s.0.load(Ordering::Relaxed), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn set_shrinker_bit(
+        &self,
+        group: GroupId,
+        node: usize,
+        id: ShrinkerId,
+    ) -> Result<(), ShrinkError> {
+        self.validate_node(node)?;
+        if group == GroupId::ROOT {
+            return Ok(());
+        }
+        // SeqCst fence: the producer half of the handshake (module doc):
+        // orders the caller's earlier stores (the list's count) before the
+        // load and set of the bit, against the walker's clear; fence; count.
+        fence(Ordering::SeqCst);
+        let groups = &self.inner.groups;
+        let (unit, bit) = split(id);
+        {
+            let guard = read_lock();
+            let data = groups
+                .lookup(group, &guard)
+                .ok_or(ShrinkError::NoSuchGroup { group })?;
+            let slot = data
+                .map(&guard)
+                .slot(node, unit)
+                .ok_or(ShrinkError::NoSuchShrinker { id })?;
+            // Acquire: pairs with the Release store in `install`: the zeroed
+            // unit is visible.
+            let u = slot.load(Ordering::Acquire);
+            // SAFETY: units live as long as the group's data, which `guard`
+            // keeps allocated (module doc, "Lifetimes").
+            if let Some(u) = unsafe { u.as_ref() } {
+                u.set(bit);
+                return Ok(());
+            }
+        }
+        groups.set_bit_slow(group, node, id)
+    }
+
+    /// The group walk (`shrink_slab_memcg`): the numbered protocol in the
+    /// module documentation.
+    pub(crate) fn shrink_group(
+        &self,
+        group: GroupId,
+        nid: usize,
+        priority: u8,
+    ) -> Result<usize, ShrinkError> {
+        let gate = &*self.inner.gate;
+        // `None` inside a nested walk or during thread teardown: refcount
+        // pins only.
+        let slot = pin::walker_slot();
+        let slot = slot.as_deref();
+        // 1.
+        let mut guard = read_lock();
+        let data: *const GroupData = match self.inner.groups.lookup(group, &guard) {
+            Some(d) if d.try_get() => d,
+            _ => return Err(ShrinkError::NoSuchGroup { group }),
+        };
+        // SAFETY: pinned: the data (and its units) stay allocated until the
+        // `put` below, made inside a read section (module doc).
+        let data = unsafe { &*data };
+        let (freed, guard) = mark_walking(data, move || {
+            let mut freed = 0usize;
+            let mut u = 0;
+            // 2. Re-load the map each time: an expansion may have replaced
+            // it while we were out of the read section.
+            while let Some(s) = data.map(&guard).slot(nid, u) {
+                // Acquire: pairs with the Release store in `install`.
+                let unit = s.load(Ordering::Acquire);
+                u += 1;
+                // SAFETY: units live as long as the group, which we pinned.
+                let Some(unit) = (unsafe { unit.as_ref() }) else {
+                    continue;
+                };
+                // Relaxed: a bit set after this snapshot is found by a later
+                // walk; one cleared since costs a visit that finds it empty.
+                let mut bits = unit.map.load(Ordering::Relaxed);
+                while bits != 0 {
+                    let bit = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let m = 1u64 << bit;
+                    let id = ((u - 1) * BITS_PER_UNIT + bit) as u32;
+                    // 3.
+                    let p = self.inner.ids.lookup(id, &guard);
+                    // SAFETY: a node found in the id table is live until
+                    // `guard` ends (ids.rs).
+                    let node = unsafe { p.as_ref() };
+                    let pinned = node
+                        .filter(|n| n.flags.group_aware)
+                        .and_then(|n| pin_for_callout(n, slot, gate).map(|p| (n, p)));
+                    let Some((node, pinned)) = pinned else {
+                        // Relaxed: nothing is published by the clear; a
+                        // producer that sets it again is not harmed.
+                        unit.map.fetch_and(!m, Ordering::Relaxed);
+                        continue;
+                    };
+                    // 4. The pin keeps the node alive, the group pin the unit.
+                    drop(guard);
+                    let deferred = &unit.nr_deferred[bit];
+                    let light = pinned.is_light();
+                    let mut out = node.shrink_pinned(nid, group, priority, light, deferred);
+                    if out.empty {
+                        // 5. The walker half of the handshake (module doc):
+                        //
+                        //   producer                    walker (here)
+                        //   --------                    -------------
+                        //   nr_items = 1                clear bit
+                        //   fence(SeqCst)      ◀─────▶  fence(SeqCst)
+                        //   bit clear? set it           count again; not Empty: set bit
+                        //
+                        // Relaxed: the fence below orders it.
+                        unit.map.fetch_and(!m, Ordering::Relaxed);
+                        // SeqCst: pairs with the fence in set_shrinker_bit.
+                        fence(Ordering::SeqCst);
+                        out = node.shrink_pinned(nid, group, priority, light, deferred);
+                        if !out.empty {
+                            unit.set(bit);
+                        }
+                    }
+                    freed = freed.saturating_add(out.freed);
+                    // 6. Re-enter before unpinning.
+                    guard = read_lock();
+                    pinned.unpin(node);
+                }
+            }
+            (freed, guard)
+        });
+        // 7. Inside the read section: see `GroupData::put`.
+        data.put();
+        drop(guard);
+        Ok(freed)
+    }
+}
+
+/// Removal step 3 into the root: the root's deferred work lives in the
+/// shrinker itself (`Deferred::slot`). A shrinker that no longer exists
+/// loses it, as its root counters are gone too.
+fn add_root_deferred(ids: &IdTable, id: u32, node: usize, n: usize, guard: &ReadGuard) {
+    // SAFETY: a node found in the id table is live until `guard` ends
+    // (ids.rs); we touch only an atomic counter, so no pin is needed.
+    if let Some(s) = unsafe { ids.lookup(id, guard).as_ref() } {
+        // Relaxed: an atomic sum; walkers swap it.
+        s.deferred
+            .slot(s.effective_node(node))
+            .fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl<T: Send> GroupObserver for ListLru<T> {
+    /// [`ListLru::reparent`]; a group already reparented (by hand, before
+    /// the removal) is fine.
+    fn reparent(&self, from: GroupId, to: GroupId) {
+        match ListLru::reparent(self, from, to) {
+            Ok(()) | Err(ReparentError::AlreadyReparented { .. }) => {}
+            Err(e) => tracing::warn!(target: "shrinker", "reparenting a ListLru failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+impl ShrinkerRegistry {
+    /// Is the bit of `id` set in (`g`, `node`)? (Tests.)
+    pub(crate) fn test_bit(&self, g: GroupId, node: usize, id: ShrinkerId) -> bool {
+        let guard = read_lock();
+        let (unit, bit) = split(id);
+        self.inner
+            .groups
+            .lookup(g, &guard)
+            .and_then(|d| d.map(&guard).slot(node, unit))
+            // SAFETY: units live as long as the group; `guard` holds it.
+            .and_then(|s| unsafe { s.load(Ordering::Acquire).as_ref() })
+            .is_some_and(|u| u.map.load(Ordering::Relaxed) & (1 << bit) != 0)
+    }
+
+    /// The deferred count of `id` in (`g`, `node`). (Tests.)
+    pub(crate) fn test_deferred(&self, g: GroupId, node: usize, id: ShrinkerId) -> usize {
+        let guard = read_lock();
+        let (unit, bit) = split(id);
+        self.inner
+            .groups
+            .lookup(g, &guard)
+            .and_then(|d| d.map(&guard).slot(node, unit))
+            // SAFETY: as in `test_bit`.
+            .and_then(|s| unsafe { s.load(Ordering::Acquire).as_ref() })
+            .map_or(0, |u| u.nr_deferred[bit].load(Ordering::Relaxed))
+    }
+
+    /// Add `n` to the deferred count of `id` in (`g`, `node`), installing
+    /// the unit as a bit set would. (Tests.)
+    pub(crate) fn test_add_deferred(&self, g: GroupId, node: usize, id: ShrinkerId, n: usize) {
+        let (unit, bit) = split(id);
+        let groups = &self.inner.groups;
+        {
+            let guard = read_lock();
+            let d = groups.lookup(g, &guard).expect("group exists");
+            let s = d.map(&guard).slot(node, unit).expect("id covered");
+            // SAFETY: as in `test_bit`.
+            if let Some(u) = unsafe { s.load(Ordering::Acquire).as_ref() } {
+                u.nr_deferred[bit].fetch_add(n, Ordering::Relaxed);
+                return;
+            }
+        }
+        let st = lock(&groups.state);
+        let u = st.data(g).unwrap().install(&st, node, unit).unwrap();
+        u.nr_deferred[bit].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::{Count, Registered, Scan, Shrink, ShrinkControl, ShrinkRequest, ShrinkerBuilder};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex as StdMutex, OnceLock};
+
+    /// A group-aware-or-not shrinker whose object count is set by hand, and
+    /// which records every (node, group) it is asked about.
+    #[derive(Default)]
+    struct Probe {
+        objects: std::sync::atomic::AtomicUsize,
+        /// Counts to return first, before `objects` (for scripted races).
+        script: StdMutex<Vec<Count>>,
+        seen: StdMutex<Vec<(usize, GroupId)>>,
+        /// Report no objects as `Objects(0)` (keeps its bits), not `Empty`.
+        zero_not_empty: AtomicBool,
+    }
+
+    impl Shrink for Probe {
+        fn count(&self, sc: &ShrinkControl) -> Count {
+            self.seen.lock().unwrap().push((sc.node(), sc.group()));
+            if let Some(c) = self.script.lock().unwrap().pop() {
+                return c;
+            }
+            match self.objects.load(Ordering::Relaxed) {
+                0 if self.zero_not_empty.load(Ordering::Relaxed) => Count::Objects(0),
+                0 => Count::Empty,
+                n => Count::Objects(n),
+            }
+        }
+        fn scan(&self, sc: &mut ShrinkControl) -> Scan {
+            let n = sc.nr_to_scan().min(self.objects.load(Ordering::Relaxed));
+            self.objects.fetch_sub(n, Ordering::Relaxed);
+            Scan::Freed(n)
+        }
+    }
+
+    fn registry(nodes: usize) -> ShrinkerRegistry {
+        ShrinkerRegistry::builder().nodes(nodes).build().unwrap()
+    }
+
+    fn probe(reg: &ShrinkerRegistry, name: &str, group_aware: bool, n: usize) -> Registered<Probe> {
+        ShrinkerBuilder::new(name)
+            .group_aware(group_aware)
+            .numa_aware(true)
+            .build_in(
+                reg,
+                Probe {
+                    objects: n.into(),
+                    ..Probe::default()
+                },
+            )
+            .unwrap()
+            .register()
+    }
+
+    fn req(group: GroupId, node: usize, priority: u8) -> ShrinkRequest {
+        ShrinkRequest {
+            node,
+            priority,
+            group,
+        }
+    }
+
+    #[test]
+    fn tree_create_remove_parent_descendants_and_errors() {
+        let reg = registry(1);
+        let root = GroupId::ROOT;
+        assert_eq!(reg.nr_groups(), 1);
+        assert_eq!(reg.group_parent(root), Ok(None));
+        let a = reg.create_group(root).unwrap();
+        let b = reg.create_group(a).unwrap();
+        let c = reg.create_group(a).unwrap();
+        let d = reg.create_group(b).unwrap();
+        assert_eq!(reg.nr_groups(), 5);
+        assert_eq!(reg.group_parent(d), Ok(Some(b)));
+        assert_eq!(reg.groups_under(a), [a, b, d, c]);
+        assert_eq!(reg.groups_under(root), [root, a, b, d, c]);
+        assert_eq!(reg.remove_group(root), Err(GroupError::RootGroup));
+        assert_eq!(
+            reg.remove_group(a),
+            Err(GroupError::HasChildren {
+                group: a,
+                children: 2
+            })
+        );
+        reg.remove_group(d).unwrap();
+        reg.remove_group(b).unwrap();
+        assert_eq!(reg.groups_under(a), [a, c]);
+        assert_eq!(
+            reg.remove_group(b),
+            Err(GroupError::NoSuchGroup { group: b })
+        );
+        assert_eq!(
+            reg.group_parent(b),
+            Err(GroupError::NoSuchGroup { group: b })
+        );
+        assert_eq!(
+            reg.create_group(b),
+            Err(GroupError::NoSuchGroup { group: b })
+        );
+        assert!(reg.groups_under(b).is_empty());
+        assert_eq!(reg.group_bytes(b), None);
+        // Indices are not recycled.
+        let e = reg.create_group(root).unwrap();
+        assert_eq!(e.index(), 5);
+        assert_eq!(reg.nr_groups(), 4);
+        assert_eq!(
+            reg.shrink(&req(b, 0, 0)),
+            Err(ShrinkError::NoSuchGroup { group: b })
+        );
+        assert_eq!(
+            reg.set_shrinker_bit(b, 0, ShrinkerId(0)),
+            Err(ShrinkError::NoSuchGroup { group: b })
+        );
+        assert_eq!(
+            reg.set_shrinker_bit(e, 3, ShrinkerId(0)),
+            Err(ShrinkError::InvalidNode {
+                node: 3,
+                nr_nodes: 1
+            })
+        );
+    }
+
+    #[test]
+    fn group_shrink_calls_exactly_the_set_bit_with_group_and_node() {
+        let reg = registry(2);
+        let g = reg.create_group(GroupId::ROOT).unwrap();
+        let a = probe(&reg, "a", true, 100);
+        let b = probe(&reg, "b", true, 100);
+        assert_eq!(
+            reg.shrink(&req(g, 1, 0)),
+            Ok(0),
+            "no bit set: nobody called"
+        );
+        a.set_bit(g, 1).unwrap();
+        assert!(reg.test_bit(g, 1, a.id()) && !reg.test_bit(g, 0, a.id()));
+        assert_eq!(reg.shrink(&req(g, 0, 0)), Ok(0));
+        assert_eq!(reg.shrink(&req(g, 1, 0)), Ok(100));
+        assert_eq!(*a.seen.lock().unwrap(), [(1, g)]);
+        assert!(b.seen.lock().unwrap().is_empty());
+        // The root walk still calls both, with the root group.
+        b.objects.store(0, Ordering::Relaxed);
+        let _ = reg.shrink(&req(GroupId::ROOT, 0, 0)).unwrap();
+        assert_eq!(b.seen.lock().unwrap().as_slice(), [(0, GroupId::ROOT)]);
+    }
+
+    #[test]
+    fn empty_clears_the_bit_and_repopulation_sets_it_again() {
+        let reg = registry(1);
+        let g = reg.create_group(GroupId::ROOT).unwrap();
+        let s = probe(&reg, "s", true, 0);
+        s.set_bit(g, 0).unwrap();
+        // Empty twice (the handshake's re-count too): the bit goes.
+        assert_eq!(reg.shrink(&req(g, 0, 0)), Ok(0));
+        assert_eq!(s.seen.lock().unwrap().len(), 2);
+        assert!(!reg.test_bit(g, 0, s.id()));
+        assert_eq!(reg.shrink(&req(g, 0, 0)), Ok(0));
+        assert_eq!(s.seen.lock().unwrap().len(), 2, "bit clear: not called");
+        // Populated again between the Empty and the re-count (a producer
+        // racing the clear): the walk sets the bit back.
+        s.set_bit(g, 0).unwrap();
+        s.script
+            .lock()
+            .unwrap()
+            .extend([Count::Objects(0), Count::Empty]);
+        assert_eq!(reg.shrink(&req(g, 0, 0)), Ok(0));
+        assert!(reg.test_bit(g, 0, s.id()), "re-count saw objects: bit back");
+        // And populated again later: a producer sets it, the walk finds it.
+        s.objects.store(10, Ordering::Relaxed);
+        s.set_bit(g, 0).unwrap();
+        assert_eq!(reg.shrink(&req(g, 0, 0)), Ok(10));
+    }
+
+    #[test]
+    fn non_group_aware_shrinker_is_never_called_for_a_group() {
+        let reg = registry(1);
+        let g = reg.create_group(GroupId::ROOT).unwrap();
+        let flat = probe(&reg, "flat", false, 100);
+        let aware = probe(&reg, "aware", true, 100);
+        // The flat shrinker's id is covered by the aware one's unit: its bit
+        // can be set by mistake, and the walk clears it without a call.
+        assert_eq!(flat.set_bit(g, 0), Ok(()));
+        aware.set_bit(g, 0).unwrap();
+        assert_eq!(reg.shrink(&req(g, 0, 0)), Ok(100));
+        assert!(flat.seen.lock().unwrap().is_empty());
+        assert!(!reg.test_bit(g, 0, flat.id()));
+        // Root reclaim calls it.
+        assert_eq!(reg.shrink(&req(GroupId::ROOT, 0, 0)), Ok(100));
+        // An id beyond every group-aware shrinker is refused.
+        let late = probe(&reg, "late", false, 1);
+        assert!(late.id().index() < 64, "same unit: allowed");
+        let reg2 = registry(1);
+        let g2 = reg2.create_group(GroupId::ROOT).unwrap();
+        let only_flat = probe(&reg2, "f", false, 1);
+        assert_eq!(
+            only_flat.set_bit(g2, 0),
+            Err(ShrinkError::NoSuchShrinker { id: only_flat.id() })
+        );
+    }
+
+    #[test]
+    fn a_removed_group_cannot_be_shrunk() {
+        let reg = registry(1);
+        let g = reg.create_group(GroupId::ROOT).unwrap();
+        let s = probe(&reg, "s", true, 10);
+        s.set_bit(g, 0).unwrap();
+        reg.remove_group(g).unwrap();
+        assert_eq!(
+            reg.shrink(&req(g, 0, 0)),
+            Err(ShrinkError::NoSuchGroup { group: g })
+        );
+        assert!(s.seen.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn expansion_loses_no_bit_and_moves_no_deferred_count() {
+        let n = if cfg!(miri) { 70 } else { 300 };
+        let reg = registry(2);
+        let g = reg.create_group(GroupId::ROOT).unwrap();
+        let h = reg.create_group(g).unwrap();
+        let steady = |name: &str| {
+            let s = probe(&reg, name, true, 0);
+            s.zero_not_empty.store(true, Ordering::Relaxed);
+            s
+        };
+        // Two group-aware shrinkers exist before the race (unit 0).
+        let early: Vec<_> = (0..2).map(|i| steady(&format!("e{i}"))).collect();
+        let base = early[1].id().index() + 1;
+        // Late shrinkers registered so far (their ids are base, base + 1, ...:
+        // lowest free first).
+        let published = std::sync::atomic::AtomicU32::new(0);
+        let stop = AtomicBool::new(false);
+        /// Stops the spinning threads even if the main thread panics (else
+        /// the scope would wait for them forever).
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let (late, set, added) = std::thread::scope(|scope| {
+            let stopper = StopOnDrop(&stop);
+            // Sets bits and adds deferred work on every registered id, while
+            // expansions replace the unit-pointer arrays.
+            let setter = scope.spawn(|| {
+                let mut set = std::collections::HashSet::new();
+                let mut added = 0usize;
+                let mut k = 0u32;
+                while !stop.load(Ordering::Relaxed) || k < 8 {
+                    let ids = base + published.load(Ordering::Acquire);
+                    let id = ShrinkerId(k.wrapping_mul(2_654_435_761) % ids);
+                    let (grp, node) = ([g, h][(k % 2) as usize], ((k / 2) % 2) as usize);
+                    reg.set_shrinker_bit(grp, node, id).unwrap();
+                    reg.test_add_deferred(grp, node, id, 1);
+                    set.insert((grp, node, id));
+                    added += 1;
+                    k += 1;
+                }
+                (set, added)
+            });
+            // A walker too: counts of 0 (not Empty) take no deferred work
+            // and keep the bits.
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    for grp in [g, h] {
+                        let _ = reg.shrink(&req(grp, 1, 0)).unwrap();
+                    }
+                }
+            });
+            let late: Vec<_> = (0..n)
+                .map(|i| {
+                    let s = steady(&format!("l{i}"));
+                    assert_eq!(s.id().index(), base + i);
+                    // Release: pairs with the setter's Acquire.
+                    published.store(i + 1, Ordering::Release);
+                    s
+                })
+                .collect();
+            drop(stopper);
+            let (set, added) = setter.join().unwrap();
+            (late, set, added)
+        });
+        let mut sum = 0;
+        for &(grp, node, id) in &set {
+            assert!(reg.test_bit(grp, node, id), "{grp:?} {node} {id}");
+        }
+        for grp in [g, h] {
+            for node in 0..2 {
+                for id in 0..base + n {
+                    sum += reg.test_deferred(grp, node, ShrinkerId(id));
+                }
+            }
+        }
+        assert_eq!(sum, added, "every deferred count is where it was added");
+        // A later walk finds every set bit.
+        let all: Vec<_> = early.iter().chain(&late).collect();
+        for s in &all {
+            s.seen.lock().unwrap().clear();
+        }
+        for grp in [g, h] {
+            for node in 0..2 {
+                let _ = reg.shrink(&req(grp, node, 0)).unwrap();
+            }
+        }
+        for &(grp, node, id) in &set {
+            let s = all.iter().find(|s| s.id() == id).unwrap();
+            assert!(s.seen.lock().unwrap().contains(&(node, grp)));
+        }
+    }
+
+    #[test]
+    fn removal_reparents_deferred_work_and_list_items_exactly() {
+        let reg = registry(2);
+        let g1 = reg.create_group(GroupId::ROOT).unwrap();
+        let g2 = reg.create_group(g1).unwrap();
+        let id_cell: Arc<OnceLock<ShrinkerId>> = Arc::default();
+        let lru = {
+            let (reg, id) = (reg.clone(), id_cell.clone());
+            Arc::new(ListLru::with_notify(2, move |node, group| {
+                if let Some(&id) = id.get() {
+                    let _ = reg.set_shrinker_bit(group, node, id);
+                }
+            }))
+        };
+        let weak: Weak<ListLru<u32>> = Arc::downgrade(&lru);
+        reg.observe_groups(weak);
+        struct Lru(Arc<ListLru<u32>>);
+        impl Shrink for Lru {
+            fn count(&self, sc: &ShrinkControl) -> Count {
+                match self.0.count(sc.node(), sc.group()) {
+                    0 => Count::Empty,
+                    n => Count::Objects(n),
+                }
+            }
+            fn scan(&self, _: &mut ShrinkControl) -> Scan {
+                Scan::Stop
+            }
+        }
+        let s = ShrinkerBuilder::new("lru")
+            .group_aware(true)
+            .numa_aware(true)
+            .build_in(&reg, Lru(lru.clone()))
+            .unwrap()
+            .register();
+        id_cell.set(s.id()).unwrap();
+        for v in 0..100 {
+            lru.add((v % 2) as usize, g2, v);
+        }
+        for v in 0..40 {
+            lru.add(0, g1, v);
+        }
+        assert!(reg.test_bit(g2, 0, s.id()) && reg.test_bit(g2, 1, s.id()));
+        // Priority 2, 50 objects: delta 25 each pass, under a batch: all
+        // deferred (nr >> 2 stays small).
+        for _ in 0..3 {
+            for node in 0..2 {
+                reg.shrink(&req(g2, node, 2)).unwrap();
+            }
+            reg.shrink(&req(g1, 0, 2)).unwrap();
+        }
+        let d = |g, node| reg.test_deferred(g, node, s.id());
+        let (d2, d1) = ([d(g2, 0), d(g2, 1)], [d(g1, 0), d(g1, 1)]);
+        assert!(d2[0] > 0 && d2[1] > 0 && d1[0] > 0, "{d2:?} {d1:?}");
+        assert_eq!(s.stats().deferred, 0, "group work is not root work");
+        reg.remove_group(g2).unwrap();
+        assert_eq!([d(g1, 0), d(g1, 1)], [d1[0] + d2[0], d1[1] + d2[1]]);
+        assert_eq!(lru.count(0, g1), 90);
+        assert_eq!(lru.count(1, g1), 50);
+        assert!(
+            reg.test_bit(g1, 1, s.id()),
+            "node 1 of g1 was populated by the move"
+        );
+        reg.remove_group(g1).unwrap();
+        assert_eq!(
+            s.stats().deferred as usize,
+            d1[0] + d2[0] + d1[1] + d2[1],
+            "root work lives in the shrinker"
+        );
+        assert_eq!(lru.count(0, GroupId::ROOT), 90);
+        assert_eq!(lru.count(1, GroupId::ROOT), 50);
+    }
+
+    #[test]
+    fn remove_from_a_callback_of_its_own_walk_panics_naming_the_misuse() {
+        struct Remover(ShrinkerRegistry, OnceLock<GroupId>);
+        impl Shrink for Remover {
+            fn count(&self, _: &ShrinkControl) -> Count {
+                let _ = self.0.remove_group(*self.1.get().unwrap());
+                Count::Objects(1)
+            }
+            fn scan(&self, _: &mut ShrinkControl) -> Scan {
+                Scan::Stop
+            }
+        }
+        let reg = registry(1);
+        let g = reg.create_group(GroupId::ROOT).unwrap();
+        let s = ShrinkerBuilder::new("remover")
+            .group_aware(true)
+            .build_in(&reg, Remover(reg.clone(), OnceLock::from(g)))
+            .unwrap()
+            .register();
+        s.set_bit(g, 0).unwrap();
+        let _ = reg.shrink(&req(g, 0, 0)).unwrap();
+        assert_eq!(s.stats().panics, 1);
+        assert_eq!(reg.group_parent(g), Ok(Some(GroupId::ROOT)), "still there");
+        reg.remove_group(g).unwrap();
+    }
+
+    #[test]
+    fn group_bytes_follow_units() {
+        let reg = registry(2);
+        let g = reg.create_group(GroupId::ROOT).unwrap();
+        let empty = reg.group_bytes(g).unwrap();
+        let s = probe(&reg, "s", true, 0);
+        let one_unit = reg.group_bytes(g).unwrap();
+        eprintln!(
+            "empty group, 2 nodes: {empty} B with no group-aware shrinker, {one_unit} B with 1-64"
+        );
+        assert_eq!(
+            one_unit,
+            empty + 2 * size_of::<usize>(),
+            "a pointer per node"
+        );
+        s.set_bit(g, 1).unwrap();
+        assert_eq!(reg.group_bytes(g).unwrap(), one_unit + size_of::<Unit>());
+        assert_eq!(size_of::<Unit>(), 520);
+    }
+}
