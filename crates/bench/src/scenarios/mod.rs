@@ -18,6 +18,7 @@ pub mod refcount;
 pub mod reflock;
 pub mod register_churn;
 pub mod shrink_global;
+pub mod shrink_group;
 
 /// One experiment.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +40,7 @@ pub const ALL: &[Scenario] = &[
     reflock::SCENARIO,
     shrink_global::SCENARIO,
     register_churn::SCENARIO,
+    shrink_group::SCENARIO,
 ];
 
 /// Looks a scenario up by name.

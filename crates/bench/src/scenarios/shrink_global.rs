@@ -119,11 +119,18 @@ impl BaseNode {
     /// the same work per visit and the ratios measure the registries alone.
     #[inline]
     fn do_shrink(&self, priority: u32) -> usize {
+        self.do_shrink_with(priority, &self.deferred)
+    }
+
+    /// [`do_shrink`](Self::do_shrink) with the deferred count of a memory group (the pre-6.7
+    /// `shrinker_info.nr_deferred[id]`) instead of the shrinker's own.
+    #[inline]
+    pub fn do_shrink_with(&self, priority: u32, deferred: &AtomicUsize) -> usize {
         let freeable = self.shrink.count_objects();
         if freeable == 0 {
             return 0;
         }
-        let nr = self.deferred.swap(0, Ordering::Relaxed);
+        let nr = deferred.swap(0, Ordering::Relaxed);
         let delta = match self.seeks {
             0 => freeable / 2,
             2 => (freeable >> priority).saturating_mul(4) / 2,
@@ -143,9 +150,14 @@ impl BaseNode {
         }
         let next = nr.saturating_add(delta).saturating_sub(scanned).min(cap);
         if next > 0 {
-            self.deferred.fetch_add(next, Ordering::Relaxed);
+            deferred.fetch_add(next, Ordering::Relaxed);
         }
         freed
+    }
+
+    /// A baseline shrinker with the cheap cache.
+    pub fn cheap() -> Arc<Self> {
+        Self::new()
     }
 }
 
