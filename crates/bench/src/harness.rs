@@ -178,6 +178,21 @@ pub fn interleave<T>(
     samples
 }
 
+/// One figure out of [`interleave`]'s samples: `f` applied to every sample, keeping the
+/// `[variant][thread index][repetition]` shape (for scenarios whose one measurement yields
+/// several figures).
+pub fn project<T>(samples: &[Vec<Vec<T>>], f: impl Fn(&T) -> f64) -> Vec<Vec<Vec<f64>>> {
+    samples
+        .iter()
+        .map(|per_t| {
+            per_t
+                .iter()
+                .map(|reps| reps.iter().map(&f).collect())
+                .collect()
+        })
+        .collect()
+}
+
 /// Each thread's elapsed nanoseconds divided by its own op count, averaged over the threads.
 ///
 /// Returns NaN for an empty slice.

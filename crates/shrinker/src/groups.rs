@@ -1161,8 +1161,10 @@ impl ShrinkerRegistry {
             .groups
             .lookup(g, &guard)
             .and_then(|d| d.map(&guard).slot(node, unit))
-            // SAFETY: units live as long as the group; `guard` holds it.
+            // Acquire: pairs with the Release install of the unit, as in the
+            // walk. SAFETY: units live as long as the group; `guard` holds it.
             .and_then(|s| unsafe { s.load(Ordering::Acquire).as_ref() })
+            // Relaxed: a test's snapshot of one bit; nothing read through it.
             .is_some_and(|u| u.map.load(Ordering::Relaxed) & (1 << bit) != 0)
     }
 
@@ -1174,8 +1176,9 @@ impl ShrinkerRegistry {
             .groups
             .lookup(g, &guard)
             .and_then(|d| d.map(&guard).slot(node, unit))
-            // SAFETY: as in `test_bit`.
+            // Acquire: as in `test_bit`. SAFETY: as in `test_bit`.
             .and_then(|s| unsafe { s.load(Ordering::Acquire).as_ref() })
+            // Relaxed: deferred counts are Relaxed throughout (engine.rs).
             .map_or(0, |u| u.nr_deferred[bit].load(Ordering::Relaxed))
     }
 
@@ -1188,14 +1191,16 @@ impl ShrinkerRegistry {
             let guard = read_lock();
             let d = groups.lookup(g, &guard).expect("group exists");
             let s = d.map(&guard).slot(node, unit).expect("id covered");
-            // SAFETY: as in `test_bit`.
+            // Acquire: as in `test_bit`. SAFETY: as in `test_bit`.
             if let Some(u) = unsafe { s.load(Ordering::Acquire).as_ref() } {
+                // Relaxed: as the engine's deferred add.
                 u.nr_deferred[bit].fetch_add(n, Ordering::Relaxed);
                 return;
             }
         }
         let st = lock(&groups.state);
         let u = st.data(g).unwrap().install(&st, node, unit).unwrap();
+        // Relaxed: as the engine's deferred add.
         u.nr_deferred[bit].fetch_add(n, Ordering::Relaxed);
     }
 }

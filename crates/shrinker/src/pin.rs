@@ -354,6 +354,8 @@ impl Gate {
     /// Is the gate open? (Tests.)
     #[cfg(test)]
     pub(crate) fn open_now(&self) -> bool {
+        // Relaxed: a test's snapshot; the tests order it by their own joins
+        // and `rcu_barrier`.
         self.fast.load(Ordering::Relaxed)
     }
 }

@@ -104,7 +104,8 @@ pub struct BaseNode {
 }
 
 impl BaseNode {
-    fn new() -> Arc<Self> {
+    /// A baseline shrinker with the cheap cache.
+    pub fn new() -> Arc<Self> {
         Arc::new(BaseNode {
             shrink: Box::new(Cheap::new()),
             // Fields, as in `struct shrinker`: not constants the compiler could fold.
@@ -153,11 +154,6 @@ impl BaseNode {
             deferred.fetch_add(next, Ordering::Relaxed);
         }
         freed
-    }
-
-    /// A baseline shrinker with the cheap cache.
-    pub fn cheap() -> Arc<Self> {
-        Self::new()
     }
 }
 
@@ -400,17 +396,7 @@ fn run(cfg: &Config, progress: &mut Progress) -> Report {
             (v.measure)(threads, duration, true),
         )
     });
-    let pick = |f: fn(&(Sample, Sample)) -> f64| -> Vec<Vec<Vec<f64>>> {
-        samples
-            .iter()
-            .map(|per_t| {
-                per_t
-                    .iter()
-                    .map(|reps| reps.iter().map(f).collect())
-                    .collect()
-            })
-            .collect()
-    };
+    let pick = |f: fn(&(Sample, Sample)) -> f64| harness::project(&samples, f);
     let quiet = pick(|s| s.0.ns_per_shrinker);
     let churn_ns = pick(|s| s.1.ns_per_shrinker);
     let churn_ratio = pick(|s| s.1.completed_ratio);

@@ -157,7 +157,7 @@ impl Design for RwlockTrylock {
             .collect();
         RwlockTrylock {
             lock: RwLock::new(BaseRegistry {
-                shrinkers: (0..shrinkers).map(|_| BaseNode::cheap()).collect(),
+                shrinkers: (0..shrinkers).map(|_| BaseNode::new()).collect(),
                 infos,
             }),
             writers: AtomicUsize::new(0),
@@ -240,17 +240,7 @@ fn run(cfg: &Config, progress: &mut Progress) -> Report {
             (v.measure)(SHRINKERS[1], threads, duration),
         )
     });
-    let pick = |f: fn(&(Sample, Sample)) -> f64| -> Vec<Vec<Vec<f64>>> {
-        samples
-            .iter()
-            .map(|per_t| {
-                per_t
-                    .iter()
-                    .map(|reps| reps.iter().map(f).collect())
-                    .collect()
-            })
-            .collect()
-    };
+    let pick = |f: fn(&(Sample, Sample)) -> f64| harness::project(&samples, f);
     let many = pick(|s| s.0.ns_per_group);
     let few = pick(|s| s.1.ns_per_group);
     let bytes = pick(|s| s.0.bytes_per_group);
