@@ -1316,10 +1316,14 @@ mod tests {
     #[cfg_attr(miri, ignore)]
     fn confirm_runs_before_release_and_tryget_live_fails_after_it() {
         let order = StdArc::new(std::sync::Mutex::new(Vec::new()));
+        let released = StdArc::new(Completion::new());
         let r = {
-            let order = StdArc::clone(&order);
+            let (order, released) = (StdArc::clone(&order), StdArc::clone(&released));
             StdArc::new(PercpuRef::new(
-                move || order.lock().unwrap().push("release"),
+                move || {
+                    order.lock().unwrap().push("release");
+                    released.complete_all();
+                },
                 InitFlags::NONE,
             ))
         };
@@ -1342,8 +1346,12 @@ mod tests {
         assert!(!r.tryget_live(), "tryget_live must fail after confirm");
         assert!(r.tryget(), "tryget still succeeds while dying");
         r.put();
-        assert!(!r.is_zero());
-        r.put(); // the user's reference: the last one
+        assert!(!r.is_zero(), "the user's reference is still held");
+        // The user's reference. The switch drops its own reference only
+        // after confirm returns ("put after confirmation"), so release may
+        // run here or on the RCU worker: wait for it rather than assume.
+        r.put();
+        released.wait();
         assert!(r.is_zero());
         assert_eq!(*order.lock().unwrap(), ["confirm", "release"]);
     }
