@@ -103,6 +103,7 @@ pub trait GroupObserver: Send + Sync {
 /// `rest.len()` is the registry's node count minus one for a NUMA-aware
 /// shrinker and 0 otherwise; callers map a NUMA-unaware shrinker's node to 0
 /// before calling [`slot`](Self::slot).
+#[repr(C)] // `first` first: node.rs keeps it in the node's hot line
 pub(crate) struct Deferred {
     first: AtomicUsize,
     rest: Box<[AtomicUsize]>,

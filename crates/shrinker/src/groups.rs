@@ -11,6 +11,7 @@
 //!                         GroupData { refcount, done, map ──RCU──▶ UnitMap }
 //!                                                                   │
 //!   UnitMap: nr_units × nr_nodes unit pointers, node-major ◀────────┘
+//!     installed: [ node 0: 0b...01 | node 1: 0b...10 ]  summary: which units
 //!     node 0: [ unit 0 | unit 1 (null) | ... ]      a null pointer = no bit
 //!     node 1: [ unit 0 (null) | unit 1 | ... ]      set, zero deferred
 //!                  │
@@ -28,7 +29,10 @@
 //! (group, node) up front: units are allocated *lazily*, by the first
 //! `set_shrinker_bit` that needs one (a group whose lists on a node were
 //! never populated costs a null pointer per unit there), and the per-node
-//! pointer arrays share one allocation per group. An empty group costs
+//! pointer arrays share one allocation per group. A per-node summary word
+//! per 64 units says which units are installed, so a walk reads only those
+//! pointers: its cost follows the units a group has populated, not how many
+//! group-aware shrinkers are registered. An empty group costs
 //! [`GroupData`] + one `UnitMap` of `nr_nodes × nr_units` pointers + its
 //! slot in the group table and its tree entry: see
 //! [`ShrinkerRegistry::group_bytes`].
@@ -39,7 +43,7 @@
 //! |---|---|---|---|
 //! | group table, tree | create, remove | groups mutex | table: lock-free under RCU |
 //! | `GroupData::map` (the pointer array) | expansion | groups mutex | lock-free under RCU or a group pin |
-//! | a unit pointer, null → unit | `set_shrinker_bit` slow path | groups mutex | lock-free |
+//! | a unit pointer, null → unit, then its summary bit | `set_shrinker_bit` slow path | groups mutex | lock-free |
 //! | `Unit::map` bits | `set_shrinker_bit` (set), walk (clear on `Empty`, and set back) | nothing: atomic RMW | walk |
 //! | `Unit::nr_deferred` | walk (`do_shrink_slab`: swap, add), removal (move to the parent) | nothing: atomic | — |
 //!
@@ -58,24 +62,27 @@
 //! * **Group table**: freed after a grace period when replaced; readers hold
 //!   a read section.
 //! * **GroupData** (and its units and current map): freed with `call_rcu`
-//!   after removal, which (1) unpublishes it from the table, (2) drops the
-//!   initial reference and waits on `done` until every walker's pin is put.
-//!   A walker pins the group (`try_get` in a read section at walk start) and
-//!   may then leave the read section while calling a shrinker: the units it
-//!   is using stay allocated until it puts its pin, inside a read section,
-//!   after which the grace period of the `call_rcu` covers it. A
-//!   `set_shrinker_bit` does not pin: it uses the group only inside one read
-//!   section.
+//!   after removal, which (1) closes the registry's gate (pin.rs),
+//!   (2) unpublishes it from the table, (3) drops the initial reference and
+//!   waits on `done` until every walker's refcount pin is put, then for
+//!   every light pin. A walker pins the group in a read section at walk
+//!   start, lightly (a store in its own walker slot) while the gate is
+//!   open, else with `try_get`, and may then leave the read section while
+//!   calling a shrinker: the units it is using stay allocated until it
+//!   drops its pin, inside a read section, after which the grace period of
+//!   the `call_rcu` covers it. A `set_shrinker_bit` does not pin: it uses
+//!   the group only inside one read section.
 //! * **An old `UnitMap`**: freed after a grace period once expansion replaced it; it
 //!   frees only the pointer array, never the units it names.
 //!
 //! # The group walk (`shrink_slab_memcg`)
 //!
-//! 1. Enter a read section; find the group; pin it (`try_get`), or fail with
-//!    [`ShrinkError::NoSuchGroup`].
-//! 2. For each unit index: load the pointer array (Acquire: it may have
-//!    been replaced by an expansion since the last step), then the unit
-//!    (Acquire); a null unit has no bits. Snapshot its bits.
+//! 1. Enter a read section; find the group; pin it: a light pin in the
+//!    thread's walker slot if the gate is open (no RMW), else `try_get`,
+//!    or fail with [`ShrinkError::NoSuchGroup`].
+//! 2. For each installed unit of the node (the summary word, Acquire): load
+//!    the pointer array (Acquire: it may have been replaced by an expansion
+//!    since the last step), then the unit (Acquire). Snapshot its bits.
 //! 3. For each set bit: look the shrinker up in the id table. An empty slot,
 //!    a shrinker that is not group-aware, or a failed pin (being registered
 //!    or unregistered): clear the bit, as the kernel does, and go on.
@@ -85,7 +92,8 @@
 //! 5. `Count::Empty`: clear the bit, `fence(SeqCst)`, call again; if that
 //!    call did not say `Empty`, set the bit again (the handshake below).
 //! 6. Re-enter the read section, unpin, continue at 3, then 2.
-//! 7. Put the group pin inside the read section; leave it.
+//! 7. Drop the group pin inside the read section (Release store to the
+//!    slot, or `put`); leave it.
 //!
 //! # The handshake with producers
 //!
@@ -121,22 +129,27 @@
 //!
 //! # Removal (`mem_cgroup_css_offline` → `memcg_offline_kmem`)
 //!
-//! 1. Under the groups mutex: refuse the root, an unknown or dying group, a
-//!    group with children; mark it dying and unpublish it from the table
-//!    (lookups now fail: walks get `NoSuchGroup`, `set_shrinker_bit` gets
-//!    `NoSuchGroup`, and a racing `ListLru` add is redirected to the parent
-//!    by the observer's reparent below, which notifies the parent). It stays
-//!    in the parent's children until step 5, so the parent cannot be
-//!    removed under it.
-//! 2. Drop the initial reference; wait on `done` for walkers' pins.
-//! 3. Under the mutex: move every nonzero `nr_deferred` into the parent's
+//! 1. Refuse the root, an unknown or dying group, a group with children;
+//!    panic on removal from a callback of a walk of the group. Close the
+//!    registry's gate ([`Gate::enter`]: one grace period if it was open), so
+//!    that no walker takes a new light pin.
+//! 2. Under the groups mutex: check again; mark the group dying and
+//!    unpublish it from the table (lookups now fail: walks get
+//!    `NoSuchGroup`, `set_shrinker_bit` gets `NoSuchGroup`, and a racing
+//!    `ListLru` add is redirected to the parent by the observer's reparent
+//!    below, which notifies the parent). It stays in the parent's children
+//!    until step 6, so the parent cannot be removed under it.
+//! 3. Drop the initial reference; wait on `done` for walkers' refcount
+//!    pins, then for light pins (`pin::wait_for_light_group_pins`); leave
+//!    the gate.
+//! 4. Under the mutex: move every nonzero `nr_deferred` into the parent's
 //!    units (installing them as needed), or, for the root, into the
 //!    shrinker's own counter (`reparent_shrinker_deferred`). Nothing else
-//!    is set: bits come from the objects moved in step 4.
-//! 4. Without any lock: every live [`GroupObserver`] reparents `g` into the
+//!    is set: bits come from the objects moved in step 5.
+//! 5. Without any lock: every live [`GroupObserver`] reparents `g` into the
 //!    parent (a `ListLru` moves its items, and notifies the parent's bit).
-//! 5. Under the mutex: unlink from the parent; free the data with
-//!    `call_rcu` (a `set_shrinker_bit` that found the group before step 1
+//! 6. Under the mutex: unlink from the parent; free the data with
+//!    `call_rcu` (a `set_shrinker_bit` that found the group before step 2
 //!    may still be setting a bit in one of its units).
 //!
 //! Lock order: a `ListLru` list lock → the groups mutex (notify's slow
@@ -147,7 +160,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::mem::size_of;
 use std::ptr;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use shrinker_rcu::{read_lock, ReadGuard};
 use shrinker_sync::{Completion, Refcount};
@@ -157,7 +170,7 @@ use crate::group::{GroupId, GroupObserver};
 use crate::ids::{free_after_grace_period, IdTable};
 use crate::info::ShrinkerId;
 use crate::list_lru::{ListLru, ReparentError};
-use crate::pin;
+use crate::pin::{self, Gate, WalkerSlot};
 use crate::registry::{pin_for_callout, ShrinkerRegistry};
 use crate::sync::{fence, lock, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
 
@@ -198,16 +211,27 @@ impl Unit {
     }
 }
 
-/// One group's unit pointers for every node: `slots[node * nr_units + u]`.
+/// One group's unit pointers for every node, `slots[node * nr_units + u]`,
+/// and a summary of which are installed, bit `u % 64` of
+/// `installed[node * words + u / 64]`.
+///
+/// The summary lets a walk skip the null pointers: with thousands of
+/// group-aware shrinkers registered and a few of them populated in a group,
+/// the pointer array is kilobytes of mostly nulls, and reading it was most
+/// of the cost of shrinking the group. Units are never uninstalled, so a
+/// summary bit is set once, under the groups mutex, after the pointer.
 ///
 /// # Invariants
 ///
-/// `slots.len() == nr_nodes * nr_units`; a slot is null or a `Box<Unit>`
-/// leaked by `set_bit_slow` (or `install`) and owned by the group's
-/// [`GroupData`], not by the map: a map replaced by an expansion is freed
-/// without touching the units.
+/// `slots.len() == nr_nodes * nr_units`, `installed.len() == nr_nodes *
+/// words`, `words == nr_units.div_ceil(64)`; a slot is null or a
+/// `Box<Unit>` leaked by `install` and owned by the group's [`GroupData`],
+/// not by the map: a map replaced by an expansion is freed without touching
+/// the units. A summary bit is set only if its slot is non-null.
 struct UnitMap {
     nr_units: usize,
+    words: usize,
+    installed: Box<[AtomicU64]>,
     slots: Box<[AtomicPtr<Unit>]>,
 }
 
@@ -217,8 +241,15 @@ impl UnitMap {
         let mut v = Vec::new();
         v.try_reserve_exact(n)?;
         v.extend((0..n).map(|_| AtomicPtr::new(ptr::null_mut())));
+        let words = nr_units.div_ceil(BITS_PER_UNIT);
+        let nw = nr_nodes.saturating_mul(words);
+        let mut w = Vec::new();
+        w.try_reserve_exact(nw)?;
+        w.extend((0..nw).map(|_| AtomicU64::new(0)));
         Ok(Box::new(UnitMap {
             nr_units,
+            words,
+            installed: w.into_boxed_slice(),
             slots: v.into_boxed_slice(),
         }))
     }
@@ -231,6 +262,23 @@ impl UnitMap {
         } else {
             None
         }
+    }
+
+    /// Summary word `w` of `node`: bit `b` says unit `w * 64 + b` is
+    /// installed.
+    #[inline]
+    fn installed(&self, node: usize, w: usize) -> Option<&AtomicU64> {
+        if w < self.words {
+            self.installed.get(node * self.words + w)
+        } else {
+            None
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        size_of::<UnitMap>()
+            + self.slots.len() * size_of::<AtomicPtr<Unit>>()
+            + self.installed.len() * size_of::<AtomicU64>()
     }
 }
 
@@ -314,7 +362,8 @@ impl GroupData {
     /// The unit of (`node`, `unit`) for a holder of the groups mutex,
     /// installed if missing.
     fn install<'a>(&'a self, st: &'a State, node: usize, unit: usize) -> Option<&'a Unit> {
-        let slot = self.map_locked(st).slot(node, unit)?;
+        let map = self.map_locked(st);
+        let slot = map.slot(node, unit)?;
         // Relaxed: unit pointers change only under the mutex we hold.
         let mut u = slot.load(Ordering::Relaxed);
         if u.is_null() {
@@ -322,9 +371,17 @@ impl GroupData {
             // Release: pairs with the Acquire loads in `set_shrinker_bit`
             // and the walk: the zeroed unit is visible before its pointer.
             slot.store(u, Ordering::Release);
+            let word = map
+                .installed(node, unit / BITS_PER_UNIT)
+                .expect("a summary word for every unit");
+            // Release: pairs with the walk's Acquire load of the summary:
+            // a walk that sees the bit finds the pointer stored above. A
+            // walk that misses the bit misses only a unit installed after
+            // it began (the bit set that follows is for the next walk).
+            word.fetch_or(1 << (unit % BITS_PER_UNIT), Ordering::Release);
         }
         // SAFETY: units live as long as the group (type invariant), which
-        // cannot be freed while we hold the mutex (removal step 5 takes it).
+        // cannot be freed while we hold the mutex (removal step 6 takes it).
         Some(unsafe { &*u })
     }
 
@@ -338,10 +395,7 @@ impl GroupData {
             // Relaxed: under the mutex.
             .filter(|s| !s.load(Ordering::Relaxed).is_null())
             .count();
-        size_of::<GroupData>()
-            + size_of::<UnitMap>()
-            + map.slots.len() * size_of::<AtomicPtr<Unit>>()
-            + units * size_of::<Unit>()
+        size_of::<GroupData>() + map.bytes() + units * size_of::<Unit>()
     }
 }
 
@@ -502,6 +556,14 @@ impl Groups {
                     if let (Some(o), Some(n)) = (o, n) {
                         // Relaxed: unit pointers change only under the
                         // mutex we hold; the Release swap below publishes.
+                        n.store(o.load(Ordering::Relaxed), Ordering::Relaxed);
+                    }
+                }
+                for w in 0..old.words {
+                    let (o, n) = (old.installed(node, w), new.installed(node, w));
+                    if let (Some(o), Some(n)) = (o, n) {
+                        // Relaxed: summary bits change only under the mutex
+                        // we hold; the Release swap below publishes.
                         n.store(o.load(Ordering::Relaxed), Ordering::Relaxed);
                     }
                 }
@@ -750,7 +812,39 @@ impl ShrinkerRegistry {
             );
         }
         let groups = &self.inner.groups;
-        // 1. Unpublish.
+        // 1. Refuse what we can without closing the gate; name the misuse
+        // that would wait for itself.
+        {
+            let st = lock(&groups.state);
+            let e = st.live_entry(g)?;
+            if !e.children.is_empty() {
+                return Err(GroupError::HasChildren {
+                    group: g,
+                    children: e.children.len(),
+                });
+            }
+            if walking(e.data) || pin::holds_light_group_pin(e.data) {
+                drop(st);
+                panic!(
+                    "memory group {} removed from a shrinker callback of a walk of that group: \
+                     removal waits for the walk, which would deadlock",
+                    g.index()
+                );
+            }
+        }
+        // Close the gate: from here on walkers pin groups (and shrinkers)
+        // with refcounts; one grace period if it was open (pin.rs, "Light
+        // group pins").
+        let gate = &self.inner.gate;
+        gate.enter();
+        struct Exit<'a>(&'a Arc<Gate>);
+        impl Drop for Exit<'_> {
+            fn drop(&mut self) {
+                self.0.exit();
+            }
+        }
+        let exit = Exit(gate);
+        // 2. Unpublish (checking again: the mutex was dropped).
         let (data, parent) = {
             let mut st = lock(&groups.state);
             let e = st.live_entry(g)?;
@@ -761,33 +855,29 @@ impl ShrinkerRegistry {
                 });
             }
             let (data, parent) = (e.data, e.parent);
-            if walking(data) {
-                drop(st);
-                panic!(
-                    "memory group {} removed from a shrinker callback of a walk of that group: \
-                     removal waits for the walk, which would deadlock",
-                    g.index()
-                );
-            }
             st.tree.get_mut(&g.index()).expect("live").dying = true;
             st.live -= 1;
             if let Some(t) = st.table() {
-                // Relaxed: a walker that still finds the data try_gets it;
-                // one that got in before step 2 is waited for, one after it
-                // fails (the count stays zero).
+                // Relaxed: a walker that still finds the data try_gets it
+                // (the gate is closed); one that got in before step 3 is
+                // waited for, one after it fails (the count stays zero).
                 t.slots[g.index() as usize].store(ptr::null_mut(), Ordering::Relaxed);
             }
             (data, parent)
         };
-        // SAFETY: the data of a group in the tree is live until step 5.
+        // SAFETY: the data of a group in the tree is live until step 6.
         let d = unsafe { &*data };
-        // 2. Drop the initial reference; wait for walkers' pins. If ours was
-        // the last, dec_and_test's Acquire orders every pin's accesses
-        // before what follows; otherwise the completion's mutex does.
+        // 3. Drop the initial reference; wait for walkers' refcount pins,
+        // then for light pins taken before the gate closed. If ours was the
+        // last reference, dec_and_test's Acquire orders every pin's accesses
+        // before what follows; otherwise the completion's mutex does; light
+        // pins, the Acquire of the slot scan.
         if !d.refcount.dec_and_test() {
             d.done.wait();
         }
-        // 3. Reparent deferred work.
+        pin::wait_for_light_group_pins(data);
+        drop(exit);
+        // 4. Reparent deferred work.
         {
             let st = lock(&groups.state);
             let pdata = st.data(parent);
@@ -799,13 +889,13 @@ impl ShrinkerRegistry {
                     // Relaxed: under the mutex.
                     let u_ptr = slot.load(Ordering::Relaxed);
                     // SAFETY: units live as long as the group's data (live
-                    // until step 5).
+                    // until step 6).
                     let Some(unit) = (unsafe { u_ptr.as_ref() }) else {
                         continue;
                     };
                     for (bit, c) in unit.nr_deferred.iter().enumerate() {
                         // Relaxed: no walker uses the group any more (step
-                        // 2); the counts are plain numbers moved between
+                        // 3); the counts are plain numbers moved between
                         // atomic counters.
                         let n = c.swap(0, Ordering::Relaxed);
                         if n == 0 {
@@ -826,7 +916,7 @@ impl ShrinkerRegistry {
                 }
             }
         }
-        // 4. Observers, without any lock held.
+        // 5. Observers, without any lock held.
         let observers: Vec<_> = {
             let mut obs = lock(&groups.observers);
             obs.retain(|w| w.strong_count() > 0);
@@ -835,7 +925,7 @@ impl ShrinkerRegistry {
         for o in observers {
             o.reparent(g, parent);
         }
-        // 5. Unlink and free after a grace period.
+        // 6. Unlink and free after a grace period.
         {
             let mut st = lock(&groups.state);
             st.tree.remove(&g.index());
@@ -845,7 +935,7 @@ impl ShrinkerRegistry {
         }
         // SAFETY: leaked by `create_group`; unpublished, count zero for good,
         // out of the tree: ours. A `set_shrinker_bit` that found it before
-        // step 1 is in a read section, which the grace period waits for.
+        // step 2 is in a read section, which the grace period waits for.
         unsafe { free_after_grace_period(data) };
         Ok(())
     }
@@ -927,13 +1017,48 @@ impl ShrinkerRegistry {
     /// Tell `observer` about every future group removal (it is called with
     /// `(removed, parent)`); dead observers are pruned.
     ///
+    /// A removal already in progress is reported too, before this returns:
+    /// a removal that had already told its observers when `observer`
+    /// joined would otherwise never reparent it, and objects the new
+    /// observer's owner adds to the dying group would be stranded there
+    /// (regression test `a_list_lru_created_during_a_removal_...` in
+    /// `tests/torture_groups.rs`). The observer may so hear of a removal
+    /// twice; [`ListLru`]'s reparent is idempotent.
+    ///
+    /// # Blocking
+    ///
+    /// Calls `observer` for removals in progress, with no lock held.
+    ///
     /// # Examples
     ///
     /// See [`GroupObserver`].
     pub fn observe_groups(&self, observer: Weak<dyn GroupObserver>) {
-        let mut obs = lock(&self.inner.groups.observers);
-        obs.retain(|w| w.strong_count() > 0);
-        obs.push(observer);
+        let groups = &self.inner.groups;
+        {
+            let mut obs = lock(&groups.observers);
+            obs.retain(|w| w.strong_count() > 0);
+            obs.push(observer.clone());
+        }
+        // After the push: a removal that snapshots the observers (step 5)
+        // before it is the one whose group we find dying here, because
+        // step 2 marks it dying before step 5, and both mutexes order the
+        // two threads.
+        let dying: Vec<(GroupId, GroupId)> = {
+            let st = lock(&groups.state);
+            st.tree
+                .iter()
+                .filter(|(_, e)| e.dying)
+                .map(|(&g, e)| (GroupId::from_index(g), e.parent))
+                .collect()
+        };
+        if dying.is_empty() {
+            return;
+        }
+        if let Some(o) = observer.upgrade() {
+            for (g, parent) in dying {
+                o.reparent(g, parent);
+            }
+        }
     }
 
     /// Mark shrinker `id` as possibly having objects in (`group`, `node`)
@@ -1039,32 +1164,89 @@ impl ShrinkerRegistry {
         nid: usize,
         priority: u8,
     ) -> Result<usize, ShrinkError> {
-        let gate = &*self.inner.gate;
         // `None` inside a nested walk or during thread teardown: refcount
         // pins only.
-        let slot = pin::walker_slot();
-        let slot = slot.as_deref();
-        // 1.
-        let mut guard = read_lock();
-        let data: *const GroupData = match self.inner.groups.lookup(group, &guard) {
-            Some(d) if d.try_get() => d,
+        pin::with_walker_slot(|slot| self.shrink_group_with(slot, group, nid, priority))
+    }
+
+    #[inline]
+    fn shrink_group_with(
+        &self,
+        slot: Option<&WalkerSlot>,
+        group: GroupId,
+        nid: usize,
+        priority: u8,
+    ) -> Result<usize, ShrinkError> {
+        let gate = &*self.inner.gate;
+        // 1. Find and pin the group: lightly if the gate is open (pin.rs,
+        // "Light group pins"), else with its refcount.
+        let guard = read_lock();
+        let Some(data) = self.inner.groups.lookup(group, &guard) else {
+            return Err(ShrinkError::NoSuchGroup { group });
+        };
+        let data: *const GroupData = data;
+        let light = match slot {
+            Some(s) if gate.is_open() => {
+                s.pin_group(data);
+                Some(s)
+            }
+            // SAFETY: found in this read section, so live until it ends.
+            _ if unsafe { (*data).try_get() } => None,
             _ => return Err(ShrinkError::NoSuchGroup { group }),
         };
-        // SAFETY: pinned: the data (and its units) stay allocated until the
-        // `put` below, made inside a read section (module doc).
+        // SAFETY: pinned: removal waits for the pin before it frees the data
+        // (and its units) after a grace period, and we drop the pin inside a
+        // read section (step 7).
         let data = unsafe { &*data };
-        let (freed, guard) = mark_walking(data, move || {
-            let mut freed = 0usize;
-            let mut u = 0;
-            // 2. Re-load the map each time: an expansion may have replaced
-            // it while we were out of the read section.
-            while let Some(s) = data.map(&guard).slot(nid, u) {
+        let (freed, guard) = if light.is_some() {
+            // The slot itself marks the walk for remove_group's misuse check.
+            self.walk_units(data, slot, group, nid, priority, guard)
+        } else {
+            mark_walking(data, move || {
+                self.walk_units(data, slot, group, nid, priority, guard)
+            })
+        };
+        // 7. Inside the read section: see `GroupData::put`.
+        match light {
+            Some(s) => s.unpin_group(),
+            None => data.put(),
+        }
+        drop(guard);
+        Ok(freed)
+    }
+
+    /// Steps 2–6 over the installed units of (`data`, `nid`); returns what
+    /// was freed and the read section it ends in.
+    #[inline]
+    fn walk_units(
+        &self,
+        data: &GroupData,
+        slot: Option<&WalkerSlot>,
+        group: GroupId,
+        nid: usize,
+        priority: u8,
+        mut guard: ReadGuard,
+    ) -> (usize, ReadGuard) {
+        let gate = &*self.inner.gate;
+        let mut freed = 0usize;
+        let mut w = 0;
+        // 2. Re-load the map each time: an expansion may have replaced it
+        // while we were out of the read section.
+        while let Some(word) = data.map(&guard).installed(nid, w) {
+            // Acquire: pairs with the Release fetch_or in `install`: the
+            // unit pointers behind the bits are visible.
+            let mut units = word.load(Ordering::Acquire);
+            while units != 0 {
+                let u = w * BITS_PER_UNIT + units.trailing_zeros() as usize;
+                units &= units - 1;
+                let Some(s) = data.map(&guard).slot(nid, u) else {
+                    continue; // unreachable: summary bits name units in range
+                };
                 // Acquire: pairs with the Release store in `install`.
                 let unit = s.load(Ordering::Acquire);
-                u += 1;
                 // SAFETY: units live as long as the group, which we pinned.
                 let Some(unit) = (unsafe { unit.as_ref() }) else {
-                    continue;
+                    continue; // unreachable: the bit follows the pointer
                 };
                 // Relaxed: a bit set after this snapshot is found by a later
                 // walk; one cleared since costs a visit that finds it empty.
@@ -1073,7 +1255,7 @@ impl ShrinkerRegistry {
                     let bit = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
                     let m = 1u64 << bit;
-                    let id = ((u - 1) * BITS_PER_UNIT + bit) as u32;
+                    let id = (u * BITS_PER_UNIT + bit) as u32;
                     // 3.
                     let p = self.inner.ids.lookup(id, &guard);
                     // SAFETY: a node found in the id table is live until
@@ -1117,16 +1299,13 @@ impl ShrinkerRegistry {
                     pinned.unpin(node);
                 }
             }
-            (freed, guard)
-        });
-        // 7. Inside the read section: see `GroupData::put`.
-        data.put();
-        drop(guard);
-        Ok(freed)
+            w += 1;
+        }
+        (freed, guard)
     }
 }
 
-/// Removal step 3 into the root: the root's deferred work lives in the
+/// Removal step 4 into the root: the root's deferred work lives in the
 /// shrinker itself (`Deferred::slot`). A shrinker that no longer exists
 /// loses it, as its root counters are gone too.
 fn add_root_deferred(ids: &IdTable, id: u32, node: usize, n: usize, guard: &ReadGuard) {
@@ -1615,6 +1794,104 @@ mod tests {
         reg.remove_group(g).unwrap();
     }
 
+    /// A group-aware shrinker that reports its group's pin count from
+    /// inside `count`, then blocks until told to go on.
+    struct GroupBlocker {
+        data: *const GroupData,
+        entered: StdMutex<std::sync::mpsc::Sender<i32>>,
+        go: StdMutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    // SAFETY: `data` is only read (the group's refcount) while the group is
+    // pinned by the walk that calls us.
+    unsafe impl Send for GroupBlocker {}
+    // SAFETY: as above.
+    unsafe impl Sync for GroupBlocker {}
+
+    impl Shrink for GroupBlocker {
+        fn count(&self, _: &ShrinkControl) -> Count {
+            // SAFETY: the walk calling us pins the group.
+            let rc = unsafe { (*self.data).refcount.read() };
+            self.entered.lock().unwrap().send(rc).unwrap();
+            self.go.lock().unwrap().recv().unwrap();
+            Count::Objects(100)
+        }
+        fn scan(&self, _: &mut ShrinkControl) -> Scan {
+            Scan::Stop
+        }
+    }
+
+    /// `remove_group` must wait for a walk of the group that is inside a
+    /// callback, whichever pin the walk took, and then reparent the
+    /// deferred work that walk added.
+    fn blocked_walk_then_remove_group(close_gate_first: bool) {
+        let reg = registry(1);
+        let gate = Arc::clone(&reg.inner.gate);
+        if close_gate_first {
+            // Hold the gate closed, as a removal in progress would (see
+            // registry.rs's `blocked_walk_then_unregister`).
+            gate.enter();
+        } else {
+            assert!(gate.open_now(), "a new registry's gate is open");
+        }
+        let g = reg.create_group(GroupId::ROOT).unwrap();
+        let data: *const GroupData = reg.inner.groups.lookup(g, &read_lock()).unwrap();
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let s = ShrinkerBuilder::new("blocker")
+            .group_aware(true)
+            .build_in(
+                &reg,
+                GroupBlocker {
+                    data,
+                    entered: StdMutex::new(entered_tx),
+                    go: StdMutex::new(go_rx),
+                },
+            )
+            .unwrap()
+            .register();
+        s.set_bit(g, 0).unwrap();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // Priority 2: 100 objects, seeks 2 → defers 50, scans none.
+            scope.spawn(|| reg.shrink(&req(g, 0, 2)).unwrap());
+            let rc = entered.recv().unwrap();
+            // A light pin leaves the group's count at its initial reference.
+            assert_eq!(rc, if close_gate_first { 2 } else { 1 });
+            scope.spawn(|| {
+                reg.remove_group(g).unwrap();
+                done.store(true, Ordering::SeqCst);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(
+                !done.load(Ordering::SeqCst),
+                "remove_group returned while a walk of the group was inside a callback"
+            );
+            go.send(()).unwrap();
+        });
+        assert!(done.load(Ordering::SeqCst));
+        assert_eq!(
+            s.stats().deferred,
+            50,
+            "the walk's deferred work reached the root"
+        );
+        if close_gate_first {
+            gate.exit();
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // sleeps; Miri runs the light path in other tests
+    fn remove_group_waits_for_a_light_pinned_walk() {
+        blocked_walk_then_remove_group(false);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // as above
+    fn remove_group_waits_for_a_refcount_pinned_walk() {
+        blocked_walk_then_remove_group(true);
+    }
+
     #[test]
     fn group_bytes_follow_units() {
         let reg = registry(2);
@@ -1627,8 +1904,8 @@ mod tests {
         );
         assert_eq!(
             one_unit,
-            empty + 2 * size_of::<usize>(),
-            "a pointer per node"
+            empty + 2 * size_of::<usize>() + 2 * size_of::<u64>(),
+            "a pointer and a summary word per node"
         );
         s.set_bit(g, 1).unwrap();
         assert_eq!(reg.group_bytes(g).unwrap(), one_unit + size_of::<Unit>());

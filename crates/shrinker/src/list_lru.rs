@@ -58,7 +58,8 @@
 //!
 //! [`reparent(from, to)`](ListLru::reparent) is the kernel's
 //! `memcg_reparent_list_lrus`: for every node, lock `from`'s list, then
-//! `to`'s, splice `from`'s items after `to`'s (O(1): relink the two ends)
+//! `to`'s, splice `from`'s items before `to`'s, at the head, where
+//! reclaim starts (O(1): relink the two ends)
 //! and its free slots onto `to`'s free list, move the count, and mark
 //! `from` *dead* with a forward pointer to `to`. The slots do not move: they
 //! stay in `from`'s home chunks but now belong to `to`'s list and lock. A key
@@ -890,8 +891,10 @@ impl<T> ListLru<T> {
     }
 
     /// Move every item of `from` into `to`, on every node, and mark `from`
-    /// dead (`memcg_reparent_list_lrus`): the items go after `to`'s (they
-    /// are older), counts move with them, keys stay valid, and later adds
+    /// dead (`memcg_reparent_list_lrus`): the items go before `to`'s, at
+    /// the head, so reclaim takes them first (the kernel's
+    /// `list_splice_init`: a removed group's objects are the likeliest to
+    /// be dead weight), counts move with them, keys stay valid, and later adds
     /// to `from` go to `to`. If `to` was itself reparented, the items go to
     /// the live group at the end of its chain. O(nodes).
     ///

@@ -99,8 +99,11 @@ pub(crate) struct Node {
     shrink: NonNull<dyn Shrink>,
     /// `count` calls: see `Node::count_calls_bump`.
     count_calls: AtomicU64,
-    pub(crate) deferred: Deferred,
+    /// Read on every visit (`effective_node`, the group walk's filter).
     pub(crate) flags: ShrinkerFlags,
+    /// Node 0's count is the first word, still in the first cache line
+    /// (test `hot_fields_share_the_first_cache_line`).
+    pub(crate) deferred: Deferred,
     pub(crate) stats: NodeStats,
     /// The predecessor on the list, for an O(1) unlink (registry mutex).
     prev: UnsafeCell<*mut Node>,
@@ -434,4 +437,30 @@ pub(crate) fn inside(node: *const Node) -> bool {
         f = frame.outer;
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::{offset_of, size_of};
+
+    use super::*;
+
+    #[test]
+    fn hot_fields_share_the_first_cache_line() {
+        // Every field a walk touches on each visit ends within the first
+        // 64 bytes (node 0's deferred count is `Deferred`'s first word).
+        let ends = [
+            offset_of!(Node, refcount) + size_of::<Refcount>(),
+            offset_of!(Node, seeks) + size_of::<u32>(),
+            offset_of!(Node, batch) + size_of::<usize>(),
+            offset_of!(Node, next) + size_of::<usize>(),
+            offset_of!(Node, shrink) + size_of::<NonNull<dyn Shrink>>(),
+            offset_of!(Node, count_calls) + size_of::<u64>(),
+            offset_of!(Node, flags) + size_of::<ShrinkerFlags>(),
+            offset_of!(Node, deferred) + size_of::<usize>(),
+        ];
+        for (i, end) in ends.into_iter().enumerate() {
+            assert!(end <= 64, "hot field {i} ends at byte {end}");
+        }
+    }
 }

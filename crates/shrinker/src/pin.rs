@@ -67,7 +67,34 @@
 //! read `next`: the same argument as for `put` in node.rs.
 //!
 //! A light pin is never taken by a nested walk (a callback that shrinks):
-//! the thread's slot is busy, so the inner walk uses refcount pins.
+//! the thread's slot is busy (either field set), so the inner walk uses
+//! refcount pins.
+//!
+//! # Light group pins
+//!
+//! A group walk (groups.rs) pins the *group* for its whole length, so that
+//! `remove_group` can wait for it before moving the group's deferred
+//! counts and freeing its units. The refcount pin is two RMWs on the
+//! group's line per group shrunk, and shrinking one group of thousands is
+//! a short walk (usually one populated shrinker), so they are a large share
+//! of its cost. The same gate gives groups a light pin: the slot's second
+//! field names the group being walked.
+//!
+//! * Walker: inside the read section that found the group published, if
+//!   the gate is open, store the group in the slot (`pin_group`), else
+//!   `try_get` its refcount. At the end, inside a read section, clear the
+//!   slot with Release (`unpin_group`) or put the reference.
+//! * `remove_group`: [`Gate::enter`] *before* unpublishing; drop the
+//!   initial reference and wait for refcount pins; then
+//!   [`wait_for_light_group_pins`]; [`Gate::exit`] when done.
+//!
+//! The proof is the one above with "published" for "registered": a
+//! walker's read section that saw the gate open ends before the grace
+//! period of `enter` does, so its slot store is visible to the scan, which
+//! runs after it; a section that began later sees the gate closed and
+//! takes the refcount. Unpublishing comes after the grace period, so a
+//! light pin is only ever taken on a group that removal has not begun to
+//! take apart.
 //!
 //! # Waiting
 //!
@@ -78,35 +105,42 @@
 //! store-buffering fence on every visit, which is the cost light pins exist
 //! to avoid.
 
+use std::ptr;
 use std::sync::Arc;
 
+use crate::groups::GroupData;
 use crate::node::Node;
 use crate::sync::{lock, AtomicBool, AtomicPtr, Mutex, Ordering};
 
 // ---------------------------------------------------------------------------
 // Walker slots
 
-/// One thread's light pin: the shrinker it is calling out to, or null.
+/// One thread's light pins: the shrinker it is calling out to, and the
+/// memory group it is walking; null when none.
 ///
-/// Aligned to a cache line: only its thread writes it, and unregister reads
-/// it rarely, so it must not share a line with anything hot.
+/// Aligned to a cache line: only its thread writes it, and unregister and
+/// group removal read it rarely, so it must not share a line with anything
+/// hot.
 #[repr(align(64))]
 pub(crate) struct WalkerSlot {
     pinned: AtomicPtr<Node>,
+    group: AtomicPtr<GroupData>,
 }
 
 impl WalkerSlot {
     fn new() -> Self {
         WalkerSlot {
-            pinned: AtomicPtr::new(std::ptr::null_mut()),
+            pinned: AtomicPtr::new(ptr::null_mut()),
+            group: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
     /// Is the slot free (no light pin held by an outer walk)?
     #[inline]
     pub(crate) fn is_free(&self) -> bool {
-        // Relaxed: only this thread writes its slot.
+        // Relaxed (both): only this thread writes its slot.
         self.pinned.load(Ordering::Relaxed).is_null()
+            && self.group.load(Ordering::Relaxed).is_null()
     }
 
     /// Walker step 2: take a light pin on `node`. The caller is inside a
@@ -124,7 +158,27 @@ impl WalkerSlot {
     pub(crate) fn unpin(&self) {
         // Release: pairs with the Acquire load in `wait_for_light_pins`;
         // the callout's accesses happen-before the owner reclaims the state.
-        self.pinned.store(std::ptr::null_mut(), Ordering::Release);
+        self.pinned.store(ptr::null_mut(), Ordering::Release);
+    }
+
+    /// Group walk step 1: take a light pin on the group. The caller is
+    /// inside a read section that found the group published and observed
+    /// the gate open ("Light group pins" in the module doc).
+    #[inline]
+    pub(crate) fn pin_group(&self, group: *const GroupData) {
+        // Relaxed: as `pin`: ordered before removal's scan by the read
+        // section and the grace period of `Gate::enter`.
+        self.group.store(group.cast_mut(), Ordering::Relaxed);
+    }
+
+    /// Group walk step 7: drop the group's light pin, inside a read
+    /// section.
+    #[inline]
+    pub(crate) fn unpin_group(&self) {
+        // Release: pairs with the Acquire load in
+        // `wait_for_light_group_pins`: the walk's accesses to the group's
+        // units happen-before removal moves their deferred counts.
+        self.group.store(ptr::null_mut(), Ordering::Release);
     }
 }
 
@@ -170,38 +224,70 @@ loom::thread_local! {
     static MINE: Registration = Registration::new();
 }
 
-/// This thread's slot, if it may take light pins: `None` during thread
-/// teardown, or when an outer walk on this thread holds the slot.
+/// Run a walk with this thread's slot, if it may take light pins: `None`
+/// during thread teardown, or when an outer walk on this thread holds the
+/// slot.
+///
+/// A closure rather than a returned `Arc`: cloning and dropping an `Arc`
+/// are two locked read-modify-writes per walk, more than a light group pin
+/// saves.
 #[inline]
-pub(crate) fn walker_slot() -> Option<Arc<WalkerSlot>> {
-    MINE.try_with(|r| Arc::clone(&r.0))
-        .ok()
-        .filter(|s| s.is_free())
+pub(crate) fn with_walker_slot<R>(f: impl FnOnce(Option<&WalkerSlot>) -> R) -> R {
+    let mut f = Some(f);
+    let r = MINE.try_with(|r| {
+        let f = f.take().expect("called once");
+        f(Some(&*r.0).filter(|s| s.is_free()))
+    });
+    match r {
+        Ok(r) => r,
+        // Torn down: `try_with` did not call the closure.
+        Err(_) => (f.take().expect("not called yet"))(None),
+    }
 }
 
 /// Does this thread hold a light pin on `node` (is it calling out to it
 /// from a walk)? For unregister's misuse check.
 pub(crate) fn holds_light_pin(node: *const Node) -> bool {
     // Relaxed: this thread's own slot.
-    MINE.try_with(|r| std::ptr::eq(r.0.pinned.load(Ordering::Relaxed), node))
+    MINE.try_with(|r| ptr::eq(r.0.pinned.load(Ordering::Relaxed), node))
+        .unwrap_or(false)
+}
+
+/// Does this thread hold a light pin on `group` (is a walk of it running
+/// on this thread)? For `remove_group`'s misuse check.
+pub(crate) fn holds_light_group_pin(group: *const GroupData) -> bool {
+    // Relaxed: this thread's own slot.
+    MINE.try_with(|r| ptr::eq(r.0.group.load(Ordering::Relaxed), group))
         .unwrap_or(false)
 }
 
 /// Unregister step 3: wait until no walker holds a light pin on `node`.
 /// The caller has entered the gate.
 pub(crate) fn wait_for_light_pins(node: *const Node) {
+    wait_until_released(|s| &s.pinned, node);
+}
+
+/// Group removal step 2: wait until no walker holds a light pin on
+/// `group`. The caller has entered the gate.
+pub(crate) fn wait_for_light_group_pins(group: *const GroupData) {
+    wait_until_released(|s| &s.group, group);
+}
+
+/// Wait while any slot's `field` holds `target`.
+fn wait_until_released<T>(field: impl Fn(&WalkerSlot) -> &AtomicPtr<T>, target: *const T) {
     let holders: Vec<Arc<WalkerSlot>> = lock(&SLOTS)
         .iter()
-        // Acquire: pairs with `unpin`'s Release (a slot already cleared
-        // needs no wait, and its callout must still happen-before us).
-        .filter(|s| std::ptr::eq(s.pinned.load(Ordering::Acquire), node))
+        // Acquire: pairs with `unpin`'s (`unpin_group`'s) Release: a slot
+        // already cleared needs no wait, and its walk must still
+        // happen-before us.
+        .filter(|s| ptr::eq(field(s).load(Ordering::Acquire), target))
         .cloned()
         .collect();
     for slot in holders {
         let mut backoff = Backoff::default();
         // Acquire: as above. No ABA: the gate is closed, so this slot
-        // cannot take a new light pin on `node`.
-        while std::ptr::eq(slot.pinned.load(Ordering::Acquire), node) {
+        // cannot take a new light pin on `target`.
+        while ptr::eq(field(&slot).load(Ordering::Acquire), target) {
             backoff.wait();
         }
     }

@@ -252,11 +252,15 @@ impl ShrinkerRegistry {
     /// The walk: the numbered protocol in the module documentation, with a
     /// light pin instead of the refcount while the gate is open (pin.rs).
     fn shrink_global(&self, nid: usize, priority: u8) -> usize {
-        let mut freed = 0usize;
-        let gate = &*self.inner.gate;
         // `None` inside a nested walk or during thread teardown: refcount
         // pins only.
-        let slot = pin::walker_slot();
+        pin::with_walker_slot(|slot| self.shrink_global_with(slot, nid, priority))
+    }
+
+    #[inline]
+    fn shrink_global_with(&self, slot: Option<&WalkerSlot>, nid: usize, priority: u8) -> usize {
+        let mut freed = 0usize;
+        let gate = &*self.inner.gate;
         // 1.
         let mut guard = read_lock();
         // Acquire: pairs with the Release link stores in `link`/`unlink`.
@@ -275,7 +279,7 @@ impl ShrinkerRegistry {
             // 2. Pin: lightly if the gate is open (pin.rs, walker steps 1-2),
             // else with the refcount. On failure (not registered yet, or
             // being unregistered) step over it, still inside the section.
-            let Some(pinned) = pin_for_callout(node, slot.as_deref(), gate) else {
+            let Some(pinned) = pin_for_callout(node, slot, gate) else {
                 // Acquire: pairs with the Release link stores.
                 p = node.next.load(Ordering::Acquire);
                 continue;

@@ -15,10 +15,14 @@
 //!   passes. (Deleting the producer's fence in `set_shrinker_bit` does not
 //!   fail under loom: shrinker-rcu's loom build enters read sections with a
 //!   fence of its own, which the real build does not.)
-//! * `walk_against_remove_group`: deferred work that a walk of the group
-//!   adds is lost, i.e. removal reparented the counts before the walk's
-//!   group pin was put (the group walk pins the group; removal waits on its
-//!   completion).
+//! * `walk_against_remove_group`, once with the gate open (the walk takes a
+//!   light group pin, pin.rs) and once with it held closed (the group's
+//!   refcount): deferred work that a walk of the group adds is lost, i.e.
+//!   removal reparented the counts before the walk's group pin was dropped.
+//!   Mutation checks: deleting `wait_for_light_group_pins` in `remove_group`
+//!   fails the light model; deleting its `gate.enter()` fails it too (the
+//!   slot scan can miss a pin taken after it); deleting the completion wait
+//!   fails the refcount model.
 //!
 //! As in `loom_lifecycle.rs`, the main thread only spawns, joins and checks;
 //! every read-side section runs on a spawned thread.
@@ -130,8 +134,32 @@ impl Shrink for Hundred {
 }
 
 fn walk_against_remove_group() {
-    loom::model(|| {
+    walk_against_remove_group_with(GatePins::Light);
+    walk_against_remove_group_with(GatePins::Refcount);
+}
+
+/// Which group pin the walk takes.
+#[derive(Clone, Copy)]
+enum GatePins {
+    /// The gate is open: a light pin in the walker slot, which removal
+    /// waits for by scanning the slots after its grace period.
+    Light,
+    /// A first removal closed the gate, and it stays closed until
+    /// `rcu_barrier` runs the reopening callback: the group's refcount,
+    /// which removal waits for on its completion.
+    Refcount,
+}
+
+fn walk_against_remove_group_with(pins: GatePins) {
+    loom::model(move || {
         let reg = ShrinkerRegistry::builder().nodes(1).build().unwrap();
+        if let GatePins::Refcount = pins {
+            let closer = reg.create_group(GroupId::ROOT).unwrap();
+            let r = reg.clone();
+            thread::spawn(move || r.remove_group(closer).unwrap())
+                .join()
+                .unwrap();
+        }
         let g = reg.create_group(GroupId::ROOT).unwrap();
         let s = ShrinkerBuilder::new("hundred")
             .group_aware(true)

@@ -221,7 +221,10 @@ fn run(nodes: usize, groups: u32, ops: &[Op]) -> Result<(), TestCaseError> {
                         if l.is_empty() && !moved.is_empty() {
                             expect_notify.push((node, gid(live)));
                         }
-                        l.extend(moved);
+                        // Moved items go first: reclaimed before `to`'s own.
+                        for v in moved.into_iter().rev() {
+                            l.push_front(v);
+                        }
                     }
                     model.forward.insert(from, live);
                     Ok(())

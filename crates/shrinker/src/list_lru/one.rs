@@ -374,8 +374,9 @@ impl<T> ListOne<T> {
     }
 
     /// Reparent: splice every item of `from` (this list's dead-to-be
-    /// sibling on the same node) after ours, adopt its free slots, mark it
-    /// dead with forward `me`. Returns (items moved, whether we were empty
+    /// sibling on the same node) before ours, at the reclaim end (the
+    /// kernel's `list_splice_init`), adopt its free slots, mark it dead
+    /// with forward `me`. Returns (items moved, whether we were empty
     /// before). The caller holds both locks and `from` is live.
     pub(super) fn splice_from(
         &self,
@@ -387,18 +388,18 @@ impl<T> ListOne<T> {
         debug_assert!(inner.forward.is_none() && from_inner.forward.is_none());
         let moved = from.count();
         let was = self.count();
-        if let Some(h) = NonNull::new(from_inner.head) {
-            // SAFETY: `h` heads `from`'s list and `inner.tail` ends ours;
-            // we hold both locks, so both are in a domain we hold. From here
-            // on they are in ours.
+        if let Some(t) = NonNull::new(from_inner.tail) {
+            // SAFETY: `t` ends `from`'s list and `inner.head` heads ours; we
+            // hold both locks, so both are in a domain we hold. From here on
+            // they are in ours.
             unsafe {
-                (*h.as_ptr()).prev = inner.tail;
-                match NonNull::new(inner.tail) {
-                    Some(t) => (*t.as_ptr()).next = h.as_ptr(),
-                    None => inner.head = h.as_ptr(),
+                (*t.as_ptr()).next = inner.head;
+                match NonNull::new(inner.head) {
+                    Some(h) => (*h.as_ptr()).prev = t.as_ptr(),
+                    None => inner.tail = t.as_ptr(),
                 }
             }
-            inner.tail = from_inner.tail;
+            inner.head = from_inner.head;
         }
         if let Some(f) = NonNull::new(from_inner.free) {
             match NonNull::new(inner.free_tail) {

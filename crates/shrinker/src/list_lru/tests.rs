@@ -289,7 +289,8 @@ fn reparent_splices_keeps_keys_and_counts() {
     lru.reparent(gid(2), gid(1)).unwrap();
     // Node 0: 1 was non-empty: no call. Node 1: 1 was empty: call.
     assert_eq!(*calls.lock().unwrap(), [(1, gid(1))]);
-    assert_eq!(contents(&lru, 0, gid(1)), [10, 20, 21]);
+    // The moved items go first: reclaim takes them before 1's own.
+    assert_eq!(contents(&lru, 0, gid(1)), [20, 21, 10]);
     assert_eq!(contents(&lru, 1, gid(1)), [22]);
     assert_eq!(lru.count(0, gid(1)), 3);
     assert_eq!(lru.count(0, gid(2)), 0);
@@ -298,7 +299,7 @@ fn reparent_splices_keeps_keys_and_counts() {
     assert_eq!(lru.len(), 4);
     // Old keys still work on the moved items.
     assert!(lru.touch(ka));
-    assert_eq!(contents(&lru, 0, gid(1)), [10, 21, 20]);
+    assert_eq!(contents(&lru, 0, gid(1)), [21, 10, 20]);
     assert_eq!(lru.remove(kb), Some(21));
     assert_eq!(lru.remove(kd), Some(22));
     assert_eq!(lru.count(1, gid(1)), 0);
@@ -330,14 +331,16 @@ fn reparent_chains_resolve_keys_through_two_hops() {
     let k2 = lru.add(0, gid(2), 2);
     lru.reparent(gid(3), gid(2)).unwrap();
     lru.reparent(gid(2), gid(1)).unwrap();
-    assert_eq!(contents(&lru, 0, gid(1)), [2, 3]);
-    assert!(lru.touch(k2));
+    // Each splice puts the moved items at the head (reclaimed first).
     assert_eq!(contents(&lru, 0, gid(1)), [3, 2]);
+    assert!(lru.touch(k3));
+    assert_eq!(contents(&lru, 0, gid(1)), [2, 3]);
     assert_eq!(lru.remove(k3), Some(3));
+    assert!(lru.contains(k2));
     // Reparenting into a dead group goes to the live end of its chain.
     lru.add(0, gid(4), 4);
     lru.reparent(gid(4), gid(3)).unwrap();
-    assert_eq!(contents(&lru, 0, gid(1)), [2, 4]);
+    assert_eq!(contents(&lru, 0, gid(1)), [4, 2]);
     assert_eq!(lru.add(0, gid(3), 5).node(), 0);
     assert_eq!(lru.count(0, gid(1)), 3);
     let c = calls.lock().unwrap();
