@@ -182,6 +182,7 @@ const MAX_GROUPS: u32 = u32::MAX;
 
 /// 64 shrinker ids' worth of one (group, node)'s `ShrinkerInfo`
 /// (`struct shrinker_info_unit`).
+#[repr(C)] // `map` first: the walk reads it before any counter
 pub(crate) struct Unit {
     /// Bit `b`: shrinker `unit × 64 + b` may have objects here.
     map: AtomicU64,

@@ -7,7 +7,10 @@
 //! | `rwlock-trylock` | the pre-6.7 `shrink_slab_memcg`: `down_read_trylock(&shrinker_rwsem)` for every group shrunk, the group's bitmap and `nr_deferred` arrays sized for every registered id, give up when a writer waits |
 //!
 //! Every group has objects in exactly one shrinker (its bit is the only one set): with 4,000
-//! registered shrinkers, group `g` uses shrinker `g`; with 64, shrinker `g % 64`. One operation
+//! registered shrinkers, group `g` uses shrinker `g`; with 64, shrinker `g % 64`. A third
+//! configuration registers 4,000 but uses only 64 of them, spread over the id space (group `g`
+//! uses shrinker `(g % 64) × 62`): against the 64-registered one it isolates what registered
+//! but unused shrinkers cost, from what 4,000 distinct used ones cost in cache. One operation
 //! shrinks one group at priority 12 (a count, a deferred swap and the delta; no scan); threads
 //! go round the groups from different starting points.
 
@@ -34,8 +37,8 @@ const REFERENCE: &str = "rwlock-trylock";
 const THREADS: [usize; 2] = [1, 2];
 /// Memory groups.
 const GROUPS: usize = 4_000;
-/// Registered shrinkers in the first and second configuration.
-const SHRINKERS: [usize; 2] = [4_000, 64];
+/// (registered, used) shrinkers in the three configurations.
+const CONFIGS: [(usize, usize); 3] = [(4_000, 4_000), (64, 64), (4_000, 64)];
 
 std::thread_local! {
     /// This thread's position in the round of groups.
@@ -59,13 +62,19 @@ fn next_group(groups: usize, start: &AtomicUsize) -> usize {
 
 /// A registry design under test.
 trait Design: Sync + Sized {
-    /// `GROUPS` groups and `shrinkers` group-aware shrinkers, group `g` populated in shrinker
-    /// `g % shrinkers`.
-    fn new(shrinkers: usize) -> Self;
+    /// `GROUPS` groups and `shrinkers` group-aware shrinkers of which `used` have objects:
+    /// group `g` is populated in shrinker [`used_by`]`(g, shrinkers, used)`.
+    fn new(shrinkers: usize, used: usize) -> Self;
     /// Shrink group number `g` (0-based, not counting the root).
     fn shrink_group(&self, g: usize);
     /// Bytes of per-group reclaim state, averaged over the groups.
     fn bytes_per_group(&self) -> f64;
+}
+
+/// The shrinker that group `g` has objects in: `used` of the `shrinkers`, spread evenly over
+/// the ids.
+fn used_by(g: usize, shrinkers: usize, used: usize) -> usize {
+    (g % used) * (shrinkers / used)
 }
 
 /// `lockless`: the `shrinker` crate.
@@ -76,7 +85,7 @@ struct Lockless {
 }
 
 impl Design for Lockless {
-    fn new(shrinkers: usize) -> Self {
+    fn new(shrinkers: usize, used: usize) -> Self {
         let reg = ShrinkerRegistry::builder()
             .nodes(1)
             .build()
@@ -94,7 +103,9 @@ impl Design for Lockless {
             })
             .collect();
         for (g, &group) in groups.iter().enumerate() {
-            shr[g % shrinkers].set_bit(group, 0).expect("set bit");
+            shr[used_by(g, shrinkers, used)]
+                .set_bit(group, 0)
+                .expect("set bit");
         }
         Lockless {
             reg,
@@ -142,7 +153,7 @@ struct RwlockTrylock {
 }
 
 impl Design for RwlockTrylock {
-    fn new(shrinkers: usize) -> Self {
+    fn new(shrinkers: usize, used: usize) -> Self {
         let units = shrinkers.div_ceil(64);
         let infos = (0..GROUPS)
             .map(|g| {
@@ -150,7 +161,7 @@ impl Design for RwlockTrylock {
                     map: (0..units).map(|_| AtomicU64::new(0)).collect(),
                     nr_deferred: (0..units * 64).map(|_| AtomicUsize::new(0)).collect(),
                 };
-                let id = g % shrinkers;
+                let id = used_by(g, shrinkers, used);
                 info.map[id / 64].fetch_or(1 << (id % 64), Ordering::Relaxed);
                 info
             })
@@ -200,8 +211,8 @@ struct Sample {
     bytes_per_group: f64,
 }
 
-fn measure<D: Design>(shrinkers: usize, threads: usize, duration: Duration) -> Sample {
-    let d = D::new(shrinkers);
+fn measure<D: Design>(config: (usize, usize), threads: usize, duration: Duration) -> Sample {
+    let d = D::new(config.0, config.1);
     let start = AtomicUsize::new(0);
     let runs = harness::time_ops(threads, duration, &d, |d| {
         d.shrink_group(next_group(GROUPS, &start));
@@ -215,7 +226,7 @@ fn measure<D: Design>(shrinkers: usize, threads: usize, duration: Duration) -> S
 
 struct Variant {
     name: &'static str,
-    measure: fn(usize, usize, Duration) -> Sample,
+    measure: fn((usize, usize), usize, Duration) -> Sample,
 }
 
 const VARIANTS: &[Variant] = &[
@@ -232,20 +243,27 @@ const VARIANTS: &[Variant] = &[
 fn run(cfg: &Config, progress: &mut Progress) -> Report {
     let duration = cfg.duration / 2;
     let names: Vec<&str> = VARIANTS.iter().map(|v| v.name).collect();
-    // [variant][thread index][rep] of (4,000 registered, 64 registered).
+    // [variant][thread index][rep] of the three configurations.
     let samples = harness::interleave(cfg, progress, &names, &THREADS, |i, threads| {
         let v = &VARIANTS[i];
         (
-            (v.measure)(SHRINKERS[0], threads, duration),
-            (v.measure)(SHRINKERS[1], threads, duration),
+            (v.measure)(CONFIGS[0], threads, duration),
+            (v.measure)(CONFIGS[1], threads, duration),
+            (v.measure)(CONFIGS[2], threads, duration),
         )
     });
-    let pick = |f: fn(&(Sample, Sample)) -> f64| harness::project(&samples, f);
+    type Three = (Sample, Sample, Sample);
+    let pick = |f: fn(&Three) -> f64| harness::project(&samples, f);
     let many = pick(|s| s.0.ns_per_group);
     let few = pick(|s| s.1.ns_per_group);
+    let few_used = pick(|s| s.2.ns_per_group);
     let bytes = pick(|s| s.0.bytes_per_group);
     let mut records = Vec::new();
-    for (metric, data) in [("ns_per_group", &many), ("ns_per_group_64", &few)] {
+    for (metric, data) in [
+        ("ns_per_group", &many),
+        ("ns_per_group_64", &few),
+        ("ns_per_group_64_used", &few_used),
+    ] {
         let mut part = Vec::new();
         for (t, &threads) in THREADS.iter().enumerate() {
             for (i, v) in VARIANTS.iter().enumerate() {
@@ -275,32 +293,37 @@ fn run(cfg: &Config, progress: &mut Progress) -> Report {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let follow: Vec<String> = THREADS
-        .iter()
-        .enumerate()
-        .map(|(t, &n)| {
-            format!(
-                "{n} thread(s): {:.2}×",
-                median(&many[0][t]) / median(&few[0][t])
-            )
-        })
-        .collect();
+    let follow = |of: &Vec<Vec<Vec<f64>>>| -> String {
+        THREADS
+            .iter()
+            .enumerate()
+            .map(|(t, &n)| {
+                format!(
+                    "{n} thread(s): {:.2}×",
+                    median(&of[0][t]) / median(&few[0][t])
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     Report {
         scenario: NAME,
         title: format!(
             "shrink one memory group of {}, {} or {} group-aware shrinkers registered",
             harness::thousands(GROUPS),
-            harness::thousands(SHRINKERS[0]),
-            SHRINKERS[1]
+            harness::thousands(CONFIGS[0].0),
+            CONFIGS[1].0
         ),
         notes: vec![
             format!(
                 "ns_per_group = shrinking threads' total time / groups shrunk; each group has \
                  objects (100) in exactly one shrinker, so a shrink is one count, deferred \
                  swap and delta at priority 12 (no scan). ns_per_group with {} shrinkers \
-                 registered, ns_per_group_64 with 64. Median (min, max) of {} runs of {} ms; \
+                 registered, each group using its own; ns_per_group_64 with 64 registered \
+                 (group g uses g % 64); ns_per_group_64_used with 4,000 registered of which \
+                 64 are used, spread over the ids. Median (min, max) of {} runs of {} ms; \
                  variants interleaved.",
-                harness::thousands(SHRINKERS[0]),
+                harness::thousands(CONFIGS[0].0),
                 cfg.reps,
                 duration.as_millis()
             ),
@@ -310,9 +333,13 @@ fn run(cfg: &Config, progress: &mut Progress) -> Report {
              deferred count for every registered id, as the pre-6.7 kernel allocated them."
                 .to_string(),
             format!(
-                "lockless cost with {} registered / with 64 registered: {}.",
-                harness::thousands(SHRINKERS[0]),
-                follow.join(", ")
+                "lockless cost with 4,000 registered and used / with 64 registered: {}.",
+                follow(&many)
+            ),
+            format!(
+                "lockless cost with 4,000 registered, 64 used / with 64 registered: {} \
+                 (what registered but unused shrinkers cost).",
+                follow(&few_used)
             ),
             format!("Ratios: median / median of `{REFERENCE}` at the same thread count."),
         ],
@@ -327,7 +354,7 @@ mod tests {
     #[test]
     fn every_variant_measures() {
         for v in VARIANTS {
-            let s = (v.measure)(64, 1, Duration::from_millis(5));
+            let s = (v.measure)((128, 64), 1, Duration::from_millis(5));
             assert!(
                 s.ns_per_group.is_finite() && s.ns_per_group > 0.0,
                 "{}",
@@ -339,7 +366,7 @@ mod tests {
 
     #[test]
     fn lockless_shrinks_only_the_populated_shrinker() {
-        let d = Lockless::new(64);
+        let d = Lockless::new(64, 64);
         // Priority 0: 100 objects → delta 200, one scan of 100... freed > 0 only if called.
         let req = ShrinkRequest {
             group: d.groups[5],
