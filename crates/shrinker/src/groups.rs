@@ -10,10 +10,10 @@
 //!                                        ▼
 //!                         GroupData { refcount, done, map ──RCU──▶ UnitMap }
 //!                                                                   │
-//!   UnitMap: nr_units × nr_nodes unit pointers, node-major ◀────────┘
-//!     installed: [ node 0: 0b...01 | node 1: 0b...10 ]  summary: which units
-//!     node 0: [ unit 0 | unit 1 (null) | ... ]      a null pointer = no bit
-//!     node 1: [ unit 0 (null) | unit 1 | ... ]      set, zero deferred
+//!   UnitMap, one immutable allocation ◀──────────────────────────────┘
+//!     [ len | nr_units | words | nr_nodes | summary words | unit pointers ]
+//!       summary: node 0: 0b...0101, node 1: 0b...0010   (bit u: unit u installed)
+//!       pointers: one per installed unit, node-major     (node 0 unit 0, node 0 unit 2, node 1 unit 1)
 //!                  │
 //!                  ▼
 //!     Unit { map: AtomicU64,  nr_deferred: [AtomicUsize; 64] }
@@ -25,36 +25,36 @@
 //! the unit count (`nr_units`, the same for every group) covers the highest
 //! id of any group-aware shrinker ever built.
 //!
-//! Two memory savings over the kernel, which allocates every unit of every
-//! (group, node) up front: units are allocated *lazily*, by the first
-//! `set_shrinker_bit` that needs one (a group whose lists on a node were
-//! never populated costs a null pointer per unit there), and the per-node
-//! pointer arrays share one allocation per group. A per-node summary word
-//! per 64 units says which units are installed, so a walk reads only those
-//! pointers: its cost follows the units a group has populated, not how many
-//! group-aware shrinkers are registered. An empty group costs
-//! [`GroupData`] + one `UnitMap` of `nr_nodes × nr_units` pointers + its
-//! slot in the group table and its tree entry: see
-//! [`ShrinkerRegistry::group_bytes`].
+//! Where the kernel allocates every unit of every (group, node) up front
+//! and keeps an array of `nr_units` pointers per (group, node), units here
+//! are allocated *lazily*, by the first `set_shrinker_bit` that needs one,
+//! and a group's [`UnitMap`] names only the installed ones: a summary
+//! bitmap per node, then their pointers, packed. So a walk reads the map's
+//! header, the node's summary word and the unit's pointer from one or two
+//! cache lines, and neither its cost nor a group's memory grows with the
+//! number of group-aware shrinkers registered, only with the units a group
+//! has populated. An empty group costs [`GroupData`], a map of
+//! `4 + nr_nodes × ⌈nr_units / 64⌉` words, its slot in the group table and
+//! its tree entry: see [`ShrinkerRegistry::group_bytes`].
 //!
 //! # Who changes what
 //!
 //! | datum | written by | under | readers |
 //! |---|---|---|---|
 //! | group table, tree | create, remove | groups mutex | table: lock-free under RCU |
-//! | `GroupData::map` (the pointer array) | expansion | groups mutex | lock-free under RCU or a group pin |
-//! | a unit pointer, null → unit, then its summary bit | `set_shrinker_bit` slow path | groups mutex | lock-free |
+//! | `GroupData::map` (a new map replaces the old) | install of a unit (`set_shrinker_bit` slow path, removal's reparenting), expansion | groups mutex | lock-free under RCU |
+//! | a map's words | nobody: immutable once published | — | lock-free |
 //! | `Unit::map` bits | `set_shrinker_bit` (set), walk (clear on `Empty`, and set back) | nothing: atomic RMW | walk |
 //! | `Unit::nr_deferred` | walk (`do_shrink_slab`: swap, add), removal (move to the parent) | nothing: atomic | — |
 //!
-//! **Expansion** (the kernel's `expand_shrinker_info`): building a
-//! group-aware shrinker whose id's unit is ≥ `nr_units` allocates, for
-//! every group, a larger pointer array, copies the unit *pointers* into it,
-//! publishes it with Release and frees the old array after a grace period.
-//! Units never move, so a bit set or a deferred count added through the old
-//! array lands in the same unit the new array names; and the lazy install
-//! and the expansion serialise on the groups mutex, so a unit installed into
-//! the old array is never missing from the new one. A concurrent bit set is
+//! **Copy-on-write** (installs, and the kernel's `expand_shrinker_info`):
+//! installing a unit, or building a group-aware shrinker whose id's unit is
+//! ≥ `nr_units`, builds a new map from the current one (copying the unit
+//! *pointers*), publishes it with Release and frees the old one after a
+//! grace period. Units never move, so a bit set or a deferred count added
+//! through the old map lands in the same unit the new map names; and every
+//! new map is built under the groups mutex from the current one, so a unit
+//! installed is never missing from a later map. A concurrent bit set is
 //! never lost and deferred counts never move.
 //!
 //! # Lifetimes
@@ -72,17 +72,18 @@
 //!   drops its pin, inside a read section, after which the grace period of
 //!   the `call_rcu` covers it. A `set_shrinker_bit` does not pin: it uses
 //!   the group only inside one read section.
-//! * **An old `UnitMap`**: freed after a grace period once expansion replaced it; it
-//!   frees only the pointer array, never the units it names.
+//! * **A replaced `UnitMap`**: freed after a grace period; it frees only
+//!   its words, never the units it names. A walker re-loads the map after
+//!   every callout.
 //!
 //! # The group walk (`shrink_slab_memcg`)
 //!
 //! 1. Enter a read section; find the group; pin it: a light pin in the
 //!    thread's walker slot if the gate is open (no RMW), else `try_get`,
 //!    or fail with [`ShrinkError::NoSuchGroup`].
-//! 2. For each installed unit of the node (the summary word, Acquire): load
-//!    the pointer array (Acquire: it may have been replaced by an expansion
-//!    since the last step), then the unit (Acquire). Snapshot its bits.
+//! 2. For each installed unit of the node (the map's summary word): find
+//!    its pointer in the current map (Acquire load of the map: it may have
+//!    been replaced since the last step). Snapshot the unit's bits.
 //! 3. For each set bit: look the shrinker up in the id table. An empty slot,
 //!    a shrinker that is not group-aware, or a failed pin (being registered
 //!    or unregistered): clear the bit, as the kernel does, and go on.
@@ -212,83 +213,221 @@ impl Unit {
     }
 }
 
-/// One group's unit pointers for every node, `slots[node * nr_units + u]`,
-/// and a summary of which are installed, bit `u % 64` of
-/// `installed[node * words + u / 64]`.
+/// One word of a unit map: a number (header, summary) or a unit pointer.
+/// Each word is only ever read as what it was written as.
+#[derive(Clone, Copy)]
+union Word {
+    n: u64,
+    unit: *mut Unit,
+}
+
+// SAFETY: a `Word` is a number or the address of a `Unit` (atomics only,
+// `Sync`) owned by the group whose map holds it; moving the map to another
+// thread (the RCU worker, to free it) moves no ownership of the unit.
+unsafe impl Send for Word {}
+
+/// Header words of a unit map: total length, units per node, summary words
+/// per node, nodes.
+const MAP_LEN: usize = 0;
+const MAP_NR_UNITS: usize = 1;
+const MAP_WORDS: usize = 2;
+const MAP_NR_NODES: usize = 3;
+const MAP_HEADER: usize = 4;
+
+/// A group's unit map: which units of its `ShrinkerInfo` are installed on
+/// each node, and where they are.
 ///
-/// The summary lets a walk skip the null pointers: with thousands of
-/// group-aware shrinkers registered and a few of them populated in a group,
-/// the pointer array is kilobytes of mostly nulls, and reading it was most
-/// of the cost of shrinking the group. Units are never uninstalled, so a
-/// summary bit is set once, under the groups mutex, after the pointer.
+/// ```text
+/// [ len | nr_units | words | nr_nodes | summary: nr_nodes × words | units: one pointer per installed unit ]
+///                                        bit u % 64 of word (node, u / 64)   node-major, ascending unit
+/// ```
+///
+/// One allocation, addressed by a thin pointer to its first word (which
+/// holds the length), immutable once published: installing a unit or
+/// growing the id space builds a new map under the groups mutex, publishes
+/// it with a Release store of `GroupData::map`, and frees the old one after
+/// a grace period. A walk so reads the header, the node's summary word and
+/// the unit pointer from one or two cache lines, its cost does not depend
+/// on how many group-aware shrinkers are registered (no pointer per 64
+/// registered ids, mostly null, as the kernel's `shrinker_info` has), and
+/// an empty group costs a few words. Units never move: a map only names
+/// them, so a bit set or a deferred count added through an old map lands in
+/// the same unit as through the new one.
 ///
 /// # Invariants
 ///
-/// `slots.len() == nr_nodes * nr_units`, `installed.len() == nr_nodes *
-/// words`, `words == nr_units.div_ceil(64)`; a slot is null or a
-/// `Box<Unit>` leaked by `install` and owned by the group's [`GroupData`],
-/// not by the map: a map replaced by an expansion is freed without touching
-/// the units. A summary bit is set only if its slot is non-null.
-struct UnitMap {
-    nr_units: usize,
-    words: usize,
-    installed: Box<[AtomicU64]>,
-    slots: Box<[AtomicPtr<Unit>]>,
+/// The words are as drawn; a unit pointer names a live `Box<Unit>` owned by
+/// the group's [`GroupData`] (freed with it, never by a map).
+#[derive(Clone, Copy)]
+struct UnitMap<'a> {
+    w: &'a [Word],
 }
 
-impl UnitMap {
-    fn try_new(nr_nodes: usize, nr_units: usize) -> Result<Box<Self>, GroupError> {
-        let n = nr_nodes.saturating_mul(nr_units);
-        let mut v = Vec::new();
-        v.try_reserve_exact(n)?;
-        v.extend((0..n).map(|_| AtomicPtr::new(ptr::null_mut())));
-        let words = nr_units.div_ceil(BITS_PER_UNIT);
-        let nw = nr_nodes.saturating_mul(words);
-        let mut w = Vec::new();
-        w.try_reserve_exact(nw)?;
-        w.extend((0..nw).map(|_| AtomicU64::new(0)));
-        Ok(Box::new(UnitMap {
-            nr_units,
-            words,
-            installed: w.into_boxed_slice(),
-            slots: v.into_boxed_slice(),
-        }))
+impl<'a> UnitMap<'a> {
+    /// # Safety
+    ///
+    /// `p` came from [`build_map`] and is not freed during `'a`.
+    #[inline]
+    unsafe fn from_raw(p: *const Word) -> Self {
+        // SAFETY: `build_map` wrote the length into the first word as a
+        // number, and the allocation is live (contract).
+        let len = unsafe { (*p.add(MAP_LEN)).n } as usize;
+        // SAFETY: `len` words, all initialised by `build_map`, live for `'a`.
+        let w = unsafe { std::slice::from_raw_parts(p, len) };
+        UnitMap { w }
     }
 
-    /// The slot of unit `unit` on `node`, if `unit < nr_units`.
+    /// Header or summary word `i`, a number.
     #[inline]
-    fn slot(&self, node: usize, unit: usize) -> Option<&AtomicPtr<Unit>> {
-        if unit < self.nr_units {
-            self.slots.get(node * self.nr_units + unit)
-        } else {
-            None
-        }
+    fn n(&self, i: usize) -> u64 {
+        // SAFETY: the header and summary words are written as numbers
+        // (type invariant); callers index only those.
+        unsafe { self.w[i].n }
     }
 
-    /// Summary word `w` of `node`: bit `b` says unit `w * 64 + b` is
-    /// installed.
     #[inline]
-    fn installed(&self, node: usize, w: usize) -> Option<&AtomicU64> {
-        if w < self.words {
-            self.installed.get(node * self.words + w)
-        } else {
-            None
+    fn nr_units(&self) -> usize {
+        self.n(MAP_NR_UNITS) as usize
+    }
+
+    #[inline]
+    fn words(&self) -> usize {
+        self.n(MAP_WORDS) as usize
+    }
+
+    #[inline]
+    fn nr_nodes(&self) -> usize {
+        self.n(MAP_NR_NODES) as usize
+    }
+
+    /// Summary word `w` of `node` (bit `b`: unit `w * 64 + b` is
+    /// installed), or `None` past the last.
+    #[inline]
+    fn installed(&self, node: usize, w: usize) -> Option<u64> {
+        let words = self.words();
+        (w < words && node < self.nr_nodes()).then(|| self.n(MAP_HEADER + node * words + w))
+    }
+
+    /// Unit `u` of `node`, if installed. The reference lives as long as the
+    /// group, which the caller keeps alive for `'a` (a read section or a
+    /// group pin, and the groups mutex for a removed group's last uses).
+    #[inline]
+    fn unit(&self, node: usize, u: usize) -> Option<&'a Unit> {
+        if u >= self.nr_units() {
+            return None;
         }
+        let (w, b) = (u / BITS_PER_UNIT, u % BITS_PER_UNIT);
+        let word = self.installed(node, w)?;
+        if word & (1 << b) == 0 {
+            return None;
+        }
+        // Its place among the installed units: those of earlier nodes, of
+        // earlier words of this node, and below `b` in this word.
+        let words = self.words();
+        let before = MAP_HEADER..MAP_HEADER + node * words + w;
+        let rank = before
+            .map(|i| self.n(i).count_ones() as usize)
+            .sum::<usize>()
+            + (word & ((1 << b) - 1)).count_ones() as usize;
+        let at = MAP_HEADER + self.nr_nodes() * words + rank;
+        // SAFETY: words past the summary are unit pointers (type invariant).
+        let p = unsafe { self.w[at].unit };
+        // SAFETY: a live unit owned by the group (type invariant), which
+        // the caller keeps alive for `'a`.
+        Some(unsafe { &*p })
+    }
+
+    /// Every installed unit as (node, unit index, pointer), in map order.
+    fn units(&self) -> Vec<(usize, usize, *mut Unit)> {
+        let (words, nodes) = (self.words(), self.nr_nodes());
+        let mut out = Vec::new();
+        let mut at = MAP_HEADER + nodes * words;
+        for node in 0..nodes {
+            for w in 0..words {
+                let mut bits = self.n(MAP_HEADER + node * words + w);
+                while bits != 0 {
+                    let u = w * BITS_PER_UNIT + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    // SAFETY: past the summary: unit pointers.
+                    out.push((node, u, unsafe { self.w[at].unit }));
+                    at += 1;
+                }
+            }
+        }
+        out
     }
 
     fn bytes(&self) -> usize {
-        size_of::<UnitMap>()
-            + self.slots.len() * size_of::<AtomicPtr<Unit>>()
-            + self.installed.len() * size_of::<AtomicU64>()
+        std::mem::size_of_val(self.w)
     }
+}
+
+/// Build a unit map of `nr_units` per node over `nr_nodes` nodes, naming
+/// the units of `old` (if any) and `add` (node, unit index, pointer).
+/// Returns the leaked thin pointer ([`UnitMap::from_raw`],
+/// [`free_map`]).
+fn build_map(
+    nr_nodes: usize,
+    nr_units: usize,
+    old: Option<UnitMap<'_>>,
+    add: Option<(usize, usize, *mut Unit)>,
+) -> Result<*mut Word, std::collections::TryReserveError> {
+    let mut units = old.map_or_else(Vec::new, |m| m.units());
+    units.extend(add);
+    units.sort_unstable_by_key(|&(node, u, _)| (node, u));
+    let words = nr_units.div_ceil(BITS_PER_UNIT);
+    let len = MAP_HEADER + nr_nodes * words + units.len();
+    let mut v: Vec<Word> = Vec::new();
+    v.try_reserve_exact(len)?;
+    for n in [len, nr_units, words, nr_nodes] {
+        v.push(Word { n: n as u64 });
+    }
+    v.extend((0..nr_nodes * words).map(|_| Word { n: 0 }));
+    for &(node, u, _) in &units {
+        debug_assert!(node < nr_nodes && u < nr_units);
+        let i = MAP_HEADER + node * words + u / BITS_PER_UNIT;
+        // SAFETY: a summary word, written as a number just above.
+        let n = unsafe { v[i].n } | 1 << (u % BITS_PER_UNIT);
+        v[i] = Word { n };
+    }
+    v.extend(units.iter().map(|&(_, _, unit)| Word { unit }));
+    Ok(Box::into_raw(v.into_boxed_slice()).cast::<Word>())
+}
+
+/// Free a map made by [`build_map`] (not its units).
+///
+/// # Safety
+///
+/// `p` came from `build_map`, is unpublished and freed nowhere else, and no
+/// reader remains.
+unsafe fn free_map(p: *mut Word) {
+    // SAFETY: the first word holds the length (`build_map`).
+    let len = unsafe { (*p.add(MAP_LEN)).n } as usize;
+    // SAFETY: the `Box<[Word]>` leaked by `build_map`, ours (contract).
+    drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(p, len)) });
+}
+
+/// [`free_map`] after a grace period: readers still holding `p` are in read
+/// sections.
+///
+/// # Safety
+///
+/// As [`free_map`], except that readers may remain inside read sections.
+unsafe fn free_map_after_grace_period(p: *mut Word) {
+    let p = crate::ids::SendPtr(p);
+    shrinker_rcu::call_rcu(move || {
+        let p = p;
+        // SAFETY: the grace period has ended: no reader remains (contract).
+        unsafe { free_map(p.0) };
+    });
 }
 
 /// A group's data: its pin and its `ShrinkerInfo` for every node.
 ///
 /// # Invariants
 ///
-/// * `map` is a leaked `Box<UnitMap>`, replaced only under the groups
-///   mutex; a replaced map is freed after a grace period.
+/// * `map` is a thin pointer from [`build_map`], replaced only under the
+///   groups mutex; a replaced map is freed after a grace period.
 /// * The units named by `map` are freed only when the `GroupData` is
 ///   dropped, which happens only after a grace period that began after
 ///   the group was unpublished and its count reached zero.
@@ -298,12 +437,13 @@ pub(crate) struct GroupData {
     refcount: Refcount,
     /// Completed by the `put` that drops `refcount` to zero.
     done: Completion,
-    map: AtomicPtr<UnitMap>,
+    /// The current [`UnitMap`] (a thin pointer from [`build_map`]).
+    map: AtomicPtr<Word>,
 }
 
 impl GroupData {
     fn try_new(nr_nodes: usize, nr_units: usize) -> Result<Box<Self>, GroupError> {
-        let map = Box::into_raw(UnitMap::try_new(nr_nodes, nr_units)?);
+        let map = build_map(nr_nodes, nr_units, None, None)?;
         Ok(Box::new(GroupData {
             refcount: Refcount::new(1),
             done: Completion::new(),
@@ -339,48 +479,59 @@ impl GroupData {
         }
     }
 
-    /// The current pointer array. `_guard` or a group pin keeps it alive
-    /// until the guard ends (a replaced map waits for a grace period).
+    /// The current unit map, alive until `_guard` ends (a replaced map is
+    /// freed after a grace period). Re-load it after leaving the section.
     #[inline]
-    fn map<'g>(&self, _guard: &'g ReadGuard) -> &'g UnitMap {
-        // Acquire: pairs with the Release swap in `expand_for`: the copied
-        // pointers are visible.
+    fn map<'g>(&self, _guard: &'g ReadGuard) -> UnitMap<'g> {
+        // Acquire: pairs with the Release swaps in `install` and
+        // `expand_for`: the new map's words (and the units it names,
+        // initialised before it was built) are visible.
         let m = self.map.load(Ordering::Acquire);
-        // SAFETY: never null (type invariant); a replaced map is freed only
-        // after a grace period, which `_guard` holds off.
-        unsafe { &*m }
+        // SAFETY: from `build_map` (type invariant); a replaced map is freed
+        // only after a grace period, which `_guard` holds off.
+        unsafe { UnitMap::from_raw(m) }
     }
 
-    /// The current pointer array, for a holder of the groups mutex.
-    fn map_locked<'a>(&'a self, _st: &'a State) -> &'a UnitMap {
+    /// The current unit map, for a holder of the groups mutex.
+    fn map_locked<'a>(&'a self, _st: &'a State) -> UnitMap<'a> {
         // Relaxed: the map is replaced only under the mutex we hold.
         let m = self.map.load(Ordering::Relaxed);
-        // SAFETY: not null; it cannot be replaced (hence freed) while we
-        // hold the mutex.
-        unsafe { &*m }
+        // SAFETY: from `build_map`; it cannot be replaced (hence freed)
+        // while we hold the mutex.
+        unsafe { UnitMap::from_raw(m) }
     }
 
     /// The unit of (`node`, `unit`) for a holder of the groups mutex,
-    /// installed if missing.
+    /// installed if missing (copy-on-write of the map); `None` if `unit` is
+    /// past the unit count or `node` past the nodes.
     fn install<'a>(&'a self, st: &'a State, node: usize, unit: usize) -> Option<&'a Unit> {
         let map = self.map_locked(st);
-        let slot = map.slot(node, unit)?;
-        // Relaxed: unit pointers change only under the mutex we hold.
-        let mut u = slot.load(Ordering::Relaxed);
-        if u.is_null() {
-            u = Box::into_raw(Unit::new());
-            // Release: pairs with the Acquire loads in `set_shrinker_bit`
-            // and the walk: the zeroed unit is visible before its pointer.
-            slot.store(u, Ordering::Release);
-            let word = map
-                .installed(node, unit / BITS_PER_UNIT)
-                .expect("a summary word for every unit");
-            // Release: pairs with the walk's Acquire load of the summary:
-            // a walk that sees the bit finds the pointer stored above. A
-            // walk that misses the bit misses only a unit installed after
-            // it began (the bit set that follows is for the next walk).
-            word.fetch_or(1 << (unit % BITS_PER_UNIT), Ordering::Release);
+        if unit >= map.nr_units() || node >= map.nr_nodes() {
+            return None;
         }
+        if let Some(u) = map.unit(node, unit) {
+            return Some(u);
+        }
+        let u = Box::into_raw(Unit::new());
+        let new = build_map(
+            map.nr_nodes(),
+            map.nr_units(),
+            Some(map),
+            Some((node, unit, u)),
+        )
+        .unwrap_or_else(|_| {
+            // Out of memory: abort, as `Box::new` of the unit would have.
+            let len = map.w.len() + 1;
+            let layout = std::alloc::Layout::array::<Word>(len)
+                .unwrap_or_else(|_| std::alloc::Layout::new::<Word>());
+            std::alloc::handle_alloc_error(layout)
+        });
+        // Release: pairs with the Acquire load in `map`: the new words and
+        // the zeroed unit are visible before the map that names them.
+        let old = self.map.swap(new, Ordering::Release);
+        // SAFETY: from `build_map`, now unpublished; readers still holding
+        // it are in read sections (walkers re-load after re-entering).
+        unsafe { free_map_after_grace_period(old) };
         // SAFETY: units live as long as the group (type invariant), which
         // cannot be freed while we hold the mutex (removal step 6 takes it).
         Some(unsafe { &*u })
@@ -390,13 +541,7 @@ impl GroupData {
     /// the tree entry).
     fn bytes(&self, st: &State) -> usize {
         let map = self.map_locked(st);
-        let units = map
-            .slots
-            .iter()
-            // Relaxed: under the mutex.
-            .filter(|s| !s.load(Ordering::Relaxed).is_null())
-            .count();
-        size_of::<GroupData>() + map.bytes() + units * size_of::<Unit>()
+        size_of::<GroupData>() + map.bytes() + map.units().len() * size_of::<Unit>()
     }
 }
 
@@ -404,16 +549,14 @@ impl Drop for GroupData {
     fn drop(&mut self) {
         // Relaxed: `&mut self` excludes every other access.
         let map = self.map.load(Ordering::Relaxed);
-        // SAFETY: the current map, leaked by `try_new` or `expand_for`.
-        let map = unsafe { Box::from_raw(map) };
-        for s in map.slots.iter() {
-            let u = s.load(Ordering::Relaxed);
-            if !u.is_null() {
-                // SAFETY: units are owned by the group (type invariant) and
-                // no reader remains (`&mut self`, after a grace period).
-                drop(unsafe { Box::from_raw(u) });
-            }
+        // SAFETY: the current map, from `build_map`; no reader remains.
+        for (_, _, u) in unsafe { UnitMap::from_raw(map) }.units() {
+            // SAFETY: units are owned by the group (type invariant) and no
+            // reader remains (`&mut self`, after a grace period).
+            drop(unsafe { Box::from_raw(u) });
         }
+        // SAFETY: from `build_map`, ours, no reader remains.
+        unsafe { free_map(map) };
     }
 }
 
@@ -540,44 +683,32 @@ impl Groups {
         let mut new_maps = Vec::new();
         new_maps.try_reserve_exact(st.tree.len())?;
         for (&g, e) in &st.tree {
-            if !e.data.is_null() {
-                let m = UnitMap::try_new(self.nr_nodes, need).map_err(|e| match e {
-                    GroupError::Alloc(a) => BuildError::Alloc(a),
-                    _ => unreachable!("UnitMap::try_new fails only to allocate"),
-                })?;
-                new_maps.push((g, m));
+            // SAFETY: non-null data of a group in the tree is live (mutex).
+            if let Some(data) = unsafe { e.data.as_ref() } {
+                let old = data.map_locked(&st);
+                match build_map(self.nr_nodes, need, Some(old), None) {
+                    Ok(m) => new_maps.push((g, m)),
+                    Err(err) => {
+                        for (_, m) in new_maps {
+                            // SAFETY: from `build_map`, never published.
+                            unsafe { free_map(m) };
+                        }
+                        return Err(BuildError::Alloc(err));
+                    }
+                }
             }
         }
         for (g, new) in new_maps {
             let data = st.data(GroupId::from_index(g)).expect("a group with data");
-            let old = data.map_locked(&st);
-            for node in 0..self.nr_nodes {
-                for u in 0..old.nr_units {
-                    let (o, n) = (old.slot(node, u), new.slot(node, u));
-                    if let (Some(o), Some(n)) = (o, n) {
-                        // Relaxed: unit pointers change only under the
-                        // mutex we hold; the Release swap below publishes.
-                        n.store(o.load(Ordering::Relaxed), Ordering::Relaxed);
-                    }
-                }
-                for w in 0..old.words {
-                    let (o, n) = (old.installed(node, w), new.installed(node, w));
-                    if let (Some(o), Some(n)) = (o, n) {
-                        // Relaxed: summary bits change only under the mutex
-                        // we hold; the Release swap below publishes.
-                        n.store(o.load(Ordering::Relaxed), Ordering::Relaxed);
-                    }
-                }
-            }
             // Release: pairs with the Acquire load in `GroupData::map`: the
-            // copied pointers (and the units behind them, published by their
-            // own Release stores) are visible through the new map.
-            let old = data.map.swap(Box::into_raw(new), Ordering::Release);
-            // SAFETY: leaked by `try_new`/`expand_for`, now unpublished;
-            // readers still holding it are in read sections (or pinned the
-            // group inside one and re-load after re-entering), which the
-            // grace period waits for. Dropping a map frees no unit.
-            unsafe { free_after_grace_period(old) };
+            // new map's words are visible (and the units it names, published
+            // by the map they were installed with).
+            let old = data.map.swap(new, Ordering::Release);
+            // SAFETY: from `build_map`, now unpublished; readers still
+            // holding it are in read sections (or pinned the group inside
+            // one and re-load after re-entering), which the grace period
+            // waits for. Freeing a map frees no unit.
+            unsafe { free_map_after_grace_period(old) };
         }
         st.nr_units = need;
         Ok(())
@@ -884,35 +1015,28 @@ impl ShrinkerRegistry {
             let pdata = st.data(parent);
             let guard = read_lock();
             let map = d.map_locked(&st);
-            for node in 0..groups.nr_nodes {
-                for u in 0..map.nr_units {
-                    let slot = map.slot(node, u).expect("in range");
-                    // Relaxed: under the mutex.
-                    let u_ptr = slot.load(Ordering::Relaxed);
-                    // SAFETY: units live as long as the group's data (live
-                    // until step 6).
-                    let Some(unit) = (unsafe { u_ptr.as_ref() }) else {
+            for (node, u, unit) in map.units() {
+                // SAFETY: units live as long as the group's data (live until
+                // step 6).
+                let unit = unsafe { &*unit };
+                for (bit, c) in unit.nr_deferred.iter().enumerate() {
+                    // Relaxed: no walker uses the group any more (step 3);
+                    // the counts are plain numbers moved between atomic
+                    // counters.
+                    let n = c.swap(0, Ordering::Relaxed);
+                    if n == 0 {
                         continue;
-                    };
-                    for (bit, c) in unit.nr_deferred.iter().enumerate() {
-                        // Relaxed: no walker uses the group any more (step
-                        // 3); the counts are plain numbers moved between
-                        // atomic counters.
-                        let n = c.swap(0, Ordering::Relaxed);
-                        if n == 0 {
-                            continue;
+                    }
+                    let id = (u * BITS_PER_UNIT + bit) as u32;
+                    match pdata {
+                        Some(p) => {
+                            let pu = p
+                                .install(&st, node, u)
+                                .expect("every group has the same unit count");
+                            // Relaxed: an atomic sum; walkers swap it.
+                            pu.nr_deferred[bit].fetch_add(n, Ordering::Relaxed);
                         }
-                        let id = (u * BITS_PER_UNIT + bit) as u32;
-                        match pdata {
-                            Some(p) => {
-                                let pu = p
-                                    .install(&st, node, u)
-                                    .expect("every group has the same unit count");
-                                // Relaxed: an atomic sum; walkers swap it.
-                                pu.nr_deferred[bit].fetch_add(n, Ordering::Relaxed);
-                            }
-                            None => add_root_deferred(&self.inner.ids, id, node, n, &guard),
-                        }
+                        None => add_root_deferred(&self.inner.ids, id, node, n, &guard),
                     }
                 }
             }
@@ -1140,16 +1264,13 @@ impl ShrinkerRegistry {
             let data = groups
                 .lookup(group, &guard)
                 .ok_or(ShrinkError::NoSuchGroup { group })?;
-            let slot = data
-                .map(&guard)
-                .slot(node, unit)
-                .ok_or(ShrinkError::NoSuchShrinker { id })?;
-            // Acquire: pairs with the Release store in `install`: the zeroed
-            // unit is visible.
-            let u = slot.load(Ordering::Acquire);
-            // SAFETY: units live as long as the group's data, which `guard`
+            let map = data.map(&guard);
+            if unit >= map.nr_units() {
+                return Err(ShrinkError::NoSuchShrinker { id });
+            }
+            // The unit lives as long as the group's data, which `guard`
             // keeps allocated (module doc, "Lifetimes").
-            if let Some(u) = unsafe { u.as_ref() } {
+            if let Some(u) = map.unit(node, unit) {
                 u.set(bit);
                 return Ok(());
             }
@@ -1233,22 +1354,20 @@ impl ShrinkerRegistry {
         let mut w = 0;
         // 2. Re-load the map each time: an expansion may have replaced it
         // while we were out of the read section.
-        while let Some(word) = data.map(&guard).installed(nid, w) {
-            // Acquire: pairs with the Release fetch_or in `install`: the
-            // unit pointers behind the bits are visible.
-            let mut units = word.load(Ordering::Acquire);
+        while let Some(mut units) = data.map(&guard).installed(nid, w) {
             while units != 0 {
                 let u = w * BITS_PER_UNIT + units.trailing_zeros() as usize;
                 units &= units - 1;
-                let Some(s) = data.map(&guard).slot(nid, u) else {
-                    continue; // unreachable: summary bits name units in range
+                // A map read before a callout names the same units as the
+                // current one (units never move or go away), so this
+                // snapshot of the summary stays good.
+                let Some(unit) = data.map(&guard).unit(nid, u) else {
+                    continue; // unreachable: installed units stay installed
                 };
-                // Acquire: pairs with the Release store in `install`.
-                let unit = s.load(Ordering::Acquire);
-                // SAFETY: units live as long as the group, which we pinned.
-                let Some(unit) = (unsafe { unit.as_ref() }) else {
-                    continue; // unreachable: the bit follows the pointer
-                };
+                let unit: *const Unit = unit;
+                // SAFETY: units live as long as the group, which we pinned
+                // (beyond `guard`, which we leave at each callout).
+                let unit = unsafe { &*unit };
                 // Relaxed: a bit set after this snapshot is found by a later
                 // walk; one cleared since costs a visit that finds it empty.
                 let mut bits = unit.map.load(Ordering::Relaxed);
@@ -1340,10 +1459,7 @@ impl ShrinkerRegistry {
         self.inner
             .groups
             .lookup(g, &guard)
-            .and_then(|d| d.map(&guard).slot(node, unit))
-            // Acquire: pairs with the Release install of the unit, as in the
-            // walk. SAFETY: units live as long as the group; `guard` holds it.
-            .and_then(|s| unsafe { s.load(Ordering::Acquire).as_ref() })
+            .and_then(|d| d.map(&guard).unit(node, unit))
             // Relaxed: a test's snapshot of one bit; nothing read through it.
             .is_some_and(|u| u.map.load(Ordering::Relaxed) & (1 << bit) != 0)
     }
@@ -1355,9 +1471,7 @@ impl ShrinkerRegistry {
         self.inner
             .groups
             .lookup(g, &guard)
-            .and_then(|d| d.map(&guard).slot(node, unit))
-            // Acquire: as in `test_bit`. SAFETY: as in `test_bit`.
-            .and_then(|s| unsafe { s.load(Ordering::Acquire).as_ref() })
+            .and_then(|d| d.map(&guard).unit(node, unit))
             // Relaxed: deferred counts are Relaxed throughout (engine.rs).
             .map_or(0, |u| u.nr_deferred[bit].load(Ordering::Relaxed))
     }
@@ -1370,9 +1484,7 @@ impl ShrinkerRegistry {
         {
             let guard = read_lock();
             let d = groups.lookup(g, &guard).expect("group exists");
-            let s = d.map(&guard).slot(node, unit).expect("id covered");
-            // Acquire: as in `test_bit`. SAFETY: as in `test_bit`.
-            if let Some(u) = unsafe { s.load(Ordering::Acquire).as_ref() } {
+            if let Some(u) = d.map(&guard).unit(node, unit) {
                 // Relaxed: as the engine's deferred add.
                 u.nr_deferred[bit].fetch_add(n, Ordering::Relaxed);
                 return;
@@ -1905,11 +2017,15 @@ mod tests {
         );
         assert_eq!(
             one_unit,
-            empty + 2 * size_of::<usize>() + 2 * size_of::<u64>(),
-            "a pointer and a summary word per node"
+            empty + 2 * size_of::<u64>(),
+            "a summary word per node, no unit pointer until a unit is installed"
         );
         s.set_bit(g, 1).unwrap();
-        assert_eq!(reg.group_bytes(g).unwrap(), one_unit + size_of::<Unit>());
+        assert_eq!(
+            reg.group_bytes(g).unwrap(),
+            one_unit + size_of::<*mut Unit>() + size_of::<Unit>(),
+            "one unit and its pointer"
+        );
         assert_eq!(size_of::<Unit>(), 520);
     }
 }
