@@ -30,10 +30,10 @@
 //! are allocated *lazily*, by the first `set_shrinker_bit` that needs one,
 //! and a group's [`UnitMap`] names only the installed ones: a summary
 //! bitmap per node, then their pointers, packed. So a walk reads the map's
-//! header, the node's summary word and the unit's pointer from one or two
-//! cache lines, and neither its cost nor a group's memory grows with the
-//! number of group-aware shrinkers registered, only with the units a group
-//! has populated. An empty group costs [`GroupData`], a map of
+//! header, summary words and the unit's pointer from one or two cache
+//! lines (for a few nodes and a few thousand ids), and neither its cost
+//! nor a group's memory grows with the number of group-aware shrinkers
+//! registered, only with the units a group has populated. An empty group costs [`GroupData`], a map of
 //! `4 + nr_nodes × ⌈nr_units / 64⌉` words, its slot in the group table and
 //! its tree entry: see [`ShrinkerRegistry::group_bytes`].
 //!
@@ -149,12 +149,16 @@
 //!    is set: bits come from the objects moved in step 5.
 //! 5. Without any lock: every live [`GroupObserver`] reparents `g` into the
 //!    parent (a `ListLru` moves its items, and notifies the parent's bit).
+//!    The snapshot of observers is taken, and the group marked `told`,
+//!    under the observers mutex; an observer that joins later is told by
+//!    `observe_groups` itself.
 //! 6. Under the mutex: unlink from the parent; free the data with
 //!    `call_rcu` (a `set_shrinker_bit` that found the group before step 2
 //!    may still be setting a bit in one of its units).
 //!
 //! Lock order: a `ListLru` list lock → the groups mutex (notify's slow
-//! path). The groups mutex is never held while calling an observer, a
+//! path); the observers mutex → the groups mutex (step 5 and
+//! `observe_groups`). Neither mutex is held while calling an observer, a
 //! `ListLru` or a shrinker.
 
 use std::cell::Cell;
@@ -246,9 +250,10 @@ const MAP_HEADER: usize = 4;
 /// holds the length), immutable once published: installing a unit or
 /// growing the id space builds a new map under the groups mutex, publishes
 /// it with a Release store of `GroupData::map`, and frees the old one after
-/// a grace period. A walk so reads the header, the node's summary word and
-/// the unit pointer from one or two cache lines, its cost does not depend
-/// on how many group-aware shrinkers are registered (no pointer per 64
+/// a grace period. A walk so reads the header, the summary words up to
+/// its node's (to rank the unit: `nr_nodes × ⌈nr_units / 64⌉` words, one
+/// cache line for up to 4 nodes and 4,096 ids) and the unit pointer, its
+/// cost does not depend on how many group-aware shrinkers are registered (no pointer per 64
 /// registered ids, mostly null, as the kernel's `shrinker_info` has), and
 /// an empty group costs a few words. Units never move: a map only names
 /// them, so a bit set or a deferred count added through an old map lands in
@@ -492,12 +497,15 @@ impl GroupData {
         unsafe { UnitMap::from_raw(m) }
     }
 
-    /// The current unit map, for a holder of the groups mutex.
+    /// The current unit map, for a holder of the groups mutex. Maps are
+    /// replaced only under that mutex, by `install` and `expand_for`, which
+    /// end their borrow of the old map first, and a replaced map is freed
+    /// only after a grace period.
     fn map_locked<'a>(&'a self, _st: &'a State) -> UnitMap<'a> {
         // Relaxed: the map is replaced only under the mutex we hold.
         let m = self.map.load(Ordering::Relaxed);
-        // SAFETY: from `build_map`; it cannot be replaced (hence freed)
-        // while we hold the mutex.
+        // SAFETY: from `build_map`; only a holder of the mutex replaces it,
+        // and none does while this borrow of `_st` lives (see above).
         unsafe { UnitMap::from_raw(m) }
     }
 
@@ -505,27 +513,27 @@ impl GroupData {
     /// installed if missing (copy-on-write of the map); `None` if `unit` is
     /// past the unit count or `node` past the nodes.
     fn install<'a>(&'a self, st: &'a State, node: usize, unit: usize) -> Option<&'a Unit> {
-        let map = self.map_locked(st);
-        if unit >= map.nr_units() || node >= map.nr_nodes() {
-            return None;
-        }
-        if let Some(u) = map.unit(node, unit) {
-            return Some(u);
-        }
-        let u = Box::into_raw(Unit::new());
-        let new = build_map(
-            map.nr_nodes(),
-            map.nr_units(),
-            Some(map),
-            Some((node, unit, u)),
-        )
-        .unwrap_or_else(|_| {
-            // Out of memory: abort, as `Box::new` of the unit would have.
-            let len = map.w.len() + 1;
-            let layout = std::alloc::Layout::array::<Word>(len)
-                .unwrap_or_else(|_| std::alloc::Layout::new::<Word>());
-            std::alloc::handle_alloc_error(layout)
-        });
+        let (u, new) = {
+            // This borrow of the current map ends before we replace it.
+            let map = self.map_locked(st);
+            if unit >= map.nr_units() || node >= map.nr_nodes() {
+                return None;
+            }
+            if let Some(u) = map.unit(node, unit) {
+                return Some(u);
+            }
+            let u = Box::into_raw(Unit::new());
+            let add = Some((node, unit, u));
+            let new =
+                build_map(map.nr_nodes(), map.nr_units(), Some(map), add).unwrap_or_else(|_| {
+                    // Out of memory: abort, as `Box::new` of the unit would.
+                    let len = map.w.len() + 1;
+                    let layout = std::alloc::Layout::array::<Word>(len)
+                        .unwrap_or_else(|_| std::alloc::Layout::new::<Word>());
+                    std::alloc::handle_alloc_error(layout)
+                });
+            (u, new)
+        };
         // Release: pairs with the Acquire load in `map`: the new words and
         // the zeroed unit are visible before the map that names them.
         let old = self.map.swap(new, Ordering::Release);
@@ -575,6 +583,10 @@ struct Entry {
     data: *mut GroupData,
     /// Removal has begun: unpublished, not a valid argument any more.
     dying: bool,
+    /// Removal has taken its snapshot of the observers (step 5): an
+    /// observer added from now on is told by `observe_groups` instead.
+    /// Written and read with the observers mutex held too.
+    told: bool,
 }
 
 /// What the groups mutex protects.
@@ -636,6 +648,7 @@ impl Groups {
                 children: Vec::new(),
                 data: ptr::null_mut(),
                 dying: false,
+                told: false,
             },
         );
         Groups {
@@ -814,8 +827,8 @@ impl ShrinkerRegistry {
     ///
     /// # Blocking
     ///
-    /// Takes the groups mutex; allocates the group's `ShrinkerInfo` pointer
-    /// arrays (units come later, lazily).
+    /// Takes the groups mutex; allocates the group's data and its empty
+    /// unit map (units come later, lazily).
     ///
     /// # Errors
     ///
@@ -890,6 +903,7 @@ impl ShrinkerRegistry {
                 children: Vec::new(),
                 data,
                 dying: false,
+                told: false,
             },
         );
         st.next += 1;
@@ -1041,10 +1055,16 @@ impl ShrinkerRegistry {
                 }
             }
         }
-        // 5. Observers, without any lock held.
+        // 5. Observers, called without any lock held. The snapshot and the
+        // `told` mark are made together under the observers mutex: an
+        // observer added before is in the snapshot, one added after finds
+        // `told` and is told by `observe_groups` (exactly once either way).
         let observers: Vec<_> = {
             let mut obs = lock(&groups.observers);
             obs.retain(|w| w.strong_count() > 0);
+            let mut st = lock(&groups.state);
+            st.tree.get_mut(&g.index()).expect("dying").told = true;
+            drop(st);
             obs.iter().filter_map(Weak::upgrade).collect()
         };
         for o in observers {
@@ -1110,8 +1130,8 @@ impl ShrinkerRegistry {
     }
 
     /// Bytes of bookkeeping group `g` costs the registry now: its data, its
-    /// `ShrinkerInfo` pointer arrays (`nr_nodes × ⌈ids / 64⌉` pointers),
-    /// the units installed so far (520 bytes each: a 64-bit map and 64
+    /// unit map (`4 + nr_nodes × ⌈ids / 64 / 64⌉` words and a pointer per
+    /// installed unit), the units installed so far (520 bytes each: a 64-bit map and 64
     /// deferred counters), its table slot and its tree entry. `None` if `g`
     /// does not exist; the root costs its tree entry only.
     ///
@@ -1142,37 +1162,35 @@ impl ShrinkerRegistry {
     /// Tell `observer` about every future group removal (it is called with
     /// `(removed, parent)`); dead observers are pruned.
     ///
-    /// A removal already in progress is reported too, before this returns:
-    /// a removal that had already told its observers when `observer`
-    /// joined would otherwise never reparent it, and objects the new
-    /// observer's owner adds to the dying group would be stranded there
-    /// (regression test `a_list_lru_created_during_a_removal_...` in
-    /// `tests/torture_groups.rs`). The observer may so hear of a removal
-    /// twice; [`ListLru`]'s reparent is idempotent.
+    /// A removal already past the point where it tells its observers is
+    /// reported too, before this returns: it would otherwise never tell
+    /// `observer`, and objects the new observer's owner adds to the dying
+    /// group would be stranded there (regression test
+    /// `a_list_lru_created_during_a_removal_...` in
+    /// `tests/torture_groups.rs`). Every removal reaches an observer
+    /// exactly once, and only after the removal's walks have finished (the
+    /// [`GroupObserver`] contract).
     ///
     /// # Blocking
     ///
-    /// Calls `observer` for removals in progress, with no lock held.
+    /// Calls `observer` for such removals, with no lock held.
     ///
     /// # Examples
     ///
     /// See [`GroupObserver`].
     pub fn observe_groups(&self, observer: Weak<dyn GroupObserver>) {
         let groups = &self.inner.groups;
-        {
+        // Under the observers mutex, as removal's step 5: a removal whose
+        // snapshot came before our push has marked its group `told` (and
+        // missed us), one whose snapshot comes after will include us.
+        let dying: Vec<(GroupId, GroupId)> = {
             let mut obs = lock(&groups.observers);
             obs.retain(|w| w.strong_count() > 0);
             obs.push(observer.clone());
-        }
-        // After the push: a removal that snapshots the observers (step 5)
-        // before it is the one whose group we find dying here, because
-        // step 2 marks it dying before step 5, and both mutexes order the
-        // two threads.
-        let dying: Vec<(GroupId, GroupId)> = {
             let st = lock(&groups.state);
             st.tree
                 .iter()
-                .filter(|(_, e)| e.dying)
+                .filter(|(_, e)| e.told)
                 .map(|(&g, e)| (GroupId::from_index(g), e.parent))
                 .collect()
         };
@@ -1742,7 +1760,7 @@ mod tests {
         let (late, set, added) = std::thread::scope(|scope| {
             let stopper = StopOnDrop(&stop);
             // Sets bits and adds deferred work on every registered id, while
-            // expansions replace the unit-pointer arrays.
+            // expansions replace the unit maps.
             let setter = scope.spawn(|| {
                 let mut set = std::collections::HashSet::new();
                 let mut added = 0usize;

@@ -15,16 +15,16 @@
 //! `rcu_sync`, which `percpu_rw_semaphore` uses for the same trade) says
 //! which one walkers may take:
 //!
-//! | gate | walker pins with | cost per visit | unregister |
+//! | gate | walker pins with | cost per visit | unregister (and `remove_group`) |
 //! |---|---|---|---|
-//! | **fast** (nobody unregistering lately) | a *light pin*: a plain store of the shrinker's address in the thread's own [`WalkerSlot`] | two plain stores to a line only this thread writes | must first close the gate: [`Gate::enter`] waits for one grace period |
-//! | **slow** (an unregister is running, or ended less than a grace period + callback delay ago) | the refcount (`try_get` / `put`), as in Linux 6.7 | two RMWs on the shrinker's line | waits for nothing but its own pins, as in Linux 6.7 |
+//! | **fast** (nobody unregistering or removing a group lately) | a *light pin*: a plain store of the shrinker's (the group's) address in the thread's own [`WalkerSlot`] | two plain stores to a line only this thread writes | must first close the gate: [`Gate::enter`] waits for one grace period |
+//! | **slow** (an unregister or a group removal is running, or ended less than a grace period + callback delay ago) | the refcount (`try_get` / `put`), as in Linux 6.7 | two RMWs on the shrinker's (group's) line | waits for nothing but its own pins, as in Linux 6.7 |
 //!
-//! Under register churn the gate stays slow (each `exit` re-arms the
-//! hysteresis), so unregister costs what it cost before and waits for no
-//! grace period; a quiet registry walks at nearly the cost of a locked
-//! list. Only the first unregister after a quiet spell pays one grace
-//! period.
+//! Under register or group churn the gate stays slow (each `exit` re-arms
+//! the hysteresis), so unregister and group removal cost what they cost
+//! before and wait for no grace period, and walks take refcount pins; a
+//! quiet registry walks at nearly the cost of a locked list. Only the first
+//! unregister or removal after a quiet spell pays one grace period.
 //!
 //! # The protocol
 //!
@@ -104,6 +104,13 @@
 //! grace period of the gate closing. A wake-up would cost the walker a
 //! store-buffering fence on every visit, which is the cost light pins exist
 //! to avoid.
+//!
+//! A light *group* pin is held for a whole walk of the group (every
+//! callout to its populated shrinkers), so `remove_group` may poll for that
+//! long, and then up to 1 ms more than a wake-up would take. Finding one
+//! needs a removal to race a walk of the very same group within one grace
+//! period of the gate closing; a group that is being removed is usually
+//! one nobody reclaims from any more.
 
 use std::ptr;
 use std::sync::Arc;

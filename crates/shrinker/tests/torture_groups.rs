@@ -842,7 +842,12 @@ fn removal_during_group_reclaim_moves_everything_to_the_parent() {
     let mut moved = 0usize;
     // P is a child of the root, or a grandchild, in turn.
     let mut chain = Vec::new();
-    while Instant::now() < deadline && chain.len() < states.cap() / 4 {
+    // Past the deadline, go on (up to 10 s more) until some round had an
+    // add land after the removal: the race this test is about.
+    let hard_deadline = deadline + Duration::from_secs(10);
+    while (Instant::now() < deadline || (late_adds == 0 && Instant::now() < hard_deadline))
+        && chain.len() < states.cap() / 4
+    {
         let round = get(&rounds);
         let p = if round % 2 == 0 {
             reg.create_group(GroupId::ROOT).unwrap()
@@ -856,7 +861,7 @@ fn removal_during_group_reclaim_moves_everything_to_the_parent() {
             states.set(x, G_LIVE);
         }
         // Every fourth round P has objects of its own on node 0 (the move must
-        // append, not replace); otherwise P's lists are empty before the
+        // add to them, not replace them); otherwise P's lists are empty before the
         // move, so only the reparent's notify can set P's bits.
         for (i, c) in caches.iter().enumerate() {
             for node in 0..NODES {
@@ -968,6 +973,10 @@ fn removal_during_group_reclaim_moves_everything_to_the_parent() {
         caches.iter().map(|c| get(&c.freed)).sum::<u64>(),
     );
     assert!(get(&rounds) > 0);
+    assert!(
+        late_adds > 0,
+        "no add ever raced a removal: the test did not exercise its race"
+    );
     drop(caches);
     shrinker_rcu::rcu_barrier();
 }
@@ -1149,7 +1158,10 @@ fn empty_to_non_empty_races_with_the_walkers_clear_keep_the_bit() {
             end.wait();
         });
         let _stop = StopOnDrop(done);
-        while Instant::now() < deadline {
+        // Past the deadline, go on (up to 10 s more) until some round had
+        // the walker's clear race the add: the race this test is about.
+        let hard_deadline = deadline + Duration::from_secs(10);
+        while Instant::now() < deadline || (emptied == 0 && Instant::now() < hard_deadline) {
             // Each round starts with an empty list whose bit is set (the
             // last round's drain freed the object without seeing `Empty`).
             start.wait();
@@ -1189,6 +1201,10 @@ fn empty_to_non_empty_races_with_the_walkers_clear_keep_the_bit() {
          racing the add"
     );
     assert!(rounds > 0);
+    assert!(
+        emptied > 0,
+        "no round had the walker's clear race the add: the test did not exercise its race"
+    );
 }
 
 /// Regression test. A `ListLru` that started observing groups while a

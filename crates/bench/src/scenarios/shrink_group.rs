@@ -328,7 +328,7 @@ fn run(cfg: &Config, progress: &mut Progress) -> Report {
                 duration.as_millis()
             ),
             "bytes_per_group (with 4,000 registered) = the per-group reclaim state: for \
-             `lockless` `ShrinkerRegistry::group_bytes` (group data, unit-pointer array, and \
+             `lockless` `ShrinkerRegistry::group_bytes` (group data, unit map, and \
              the one 64-id unit that is populated); for `rwlock-trylock` a bitmap and a \
              deferred count for every registered id, as the pre-6.7 kernel allocated them."
                 .to_string(),
