@@ -2023,6 +2023,56 @@ mod tests {
         blocked_walk_then_remove_group(true);
     }
 
+    /// Every observer hears of a removal exactly once, including one that
+    /// starts observing while the removal is telling its observers (here:
+    /// from inside another observer's `reparent`).
+    #[test]
+    fn observers_hear_of_each_removal_exactly_once() {
+        #[derive(Default)]
+        struct Counting(StdMutex<Vec<(GroupId, GroupId)>>);
+        impl GroupObserver for Counting {
+            fn reparent(&self, from: GroupId, to: GroupId) {
+                self.0.lock().unwrap().push((from, to));
+            }
+        }
+        struct Recruiter {
+            reg: ShrinkerRegistry,
+            late: Arc<Counting>,
+        }
+        impl GroupObserver for Recruiter {
+            fn reparent(&self, _: GroupId, _: GroupId) {
+                let late: Arc<dyn GroupObserver> = self.late.clone();
+                self.reg.observe_groups(Arc::downgrade(&late));
+            }
+        }
+        let reg = registry(1);
+        let early = Arc::new(Counting::default());
+        let late = Arc::new(Counting::default());
+        let recruiter = Arc::new(Recruiter {
+            reg: reg.clone(),
+            late: Arc::clone(&late),
+        });
+        let e: Arc<dyn GroupObserver> = early.clone();
+        let r: Arc<dyn GroupObserver> = recruiter.clone();
+        reg.observe_groups(Arc::downgrade(&e));
+        reg.observe_groups(Arc::downgrade(&r));
+        let a = reg.create_group(GroupId::ROOT).unwrap();
+        let b = reg.create_group(a).unwrap();
+        reg.remove_group(b).unwrap();
+        assert_eq!(*early.0.lock().unwrap(), [(b, a)]);
+        assert_eq!(*late.0.lock().unwrap(), [(b, a)], "told by observe_groups");
+        // `late` is now a plain observer; the recruiter goes (it would
+        // register `late` a second time, which would then hear twice).
+        drop((recruiter, r));
+        reg.remove_group(a).unwrap();
+        assert_eq!(*early.0.lock().unwrap(), [(b, a), (a, GroupId::ROOT)]);
+        assert_eq!(
+            *late.0.lock().unwrap(),
+            [(b, a), (a, GroupId::ROOT)],
+            "once per removal"
+        );
+    }
+
     #[test]
     fn group_bytes_follow_units() {
         let reg = registry(2);
