@@ -1,6 +1,8 @@
 //! loom models of [`PercpuRef`]: kill against `tryget_live` against put, the
 //! confirm callback's promise, gets and puts split across threads through the
-//! per-CPU → atomic switch, and the swap-device publication (seed 003).
+//! per-CPU → atomic switch, the swap-device publication (seed 003),
+//! `resurrect` against the old life's last put, and a kill during an
+//! in-flight `switch_to_atomic`.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p shrinker-sync --test loom_percpu_ref`
 //!
@@ -13,6 +15,47 @@
 //! (which enters an RCU read-side section) runs on a spawned thread, whose
 //! RCU registration ends with the thread, before loom tears the execution
 //! down.
+//!
+//! What fails the models added with the two races above (each mutation was
+//! applied to `src/percpu_ref.rs` alone, the model run, the file restored):
+//! * `resurrect_against_the_last_put`: release running twice in one life
+//!   or while the holder still uses the object, a revived ref that is dead
+//!   or not back in per-CPU mode, or a lost or extra count, which shows as a
+//!   final kill that does not release exactly once ("references left over").
+//!   Mutation checks: the `Release` store of per-CPU mode in
+//!   `switch_to_percpu_locked` or the `Acquire` mode load in
+//!   `mode_for_access` made `Relaxed` (the holder's put reads its own stale
+//!   slot instead of the zeroed one and is lost); zeroing the slots after
+//!   that store instead of before; dropping the bias it adds; `resurrect`
+//!   not waiting for the kill's switch in flight (it zeroes the slots before
+//!   the switch has summed them). Each fails it; `swapon_…` catches the
+//!   first four too, none of the others does, and only this model catches
+//!   the last.
+//! * `kill_during_switch_to_atomic`: a confirm run twice or never; a call
+//!   that began after the other had returned confirming before the other's
+//!   confirm; release before the kill's confirm, before the reader's use,
+//!   or more than once; `tryget_live` succeeding after the kill's confirm.
+//!   Mutation checks: `kill` not waiting for the switch in flight, or
+//!   `switch_to_atomic` not waiting for the kill's (confirm order); clearing
+//!   `switching` before the confirm in `switch_to_atomic_rcu` (confirm
+//!   order); putting the switch's own reference before its confirm, or the
+//!   kill's initial reference before an immediate confirm (release before
+//!   the kill's confirm); `tryget_live` ignoring `DEAD`. Each fails it; no
+//!   other model catches any of them but the last
+//!   (`tryget_live_fails_after_confirm`).
+//!
+//! Not caught by any model here: the atomic put's `Release` made `Relaxed`
+//! (under loom every put enters its read-side section with `shrinker-rcu`'s
+//! `SeqCst` fence, which orders the caller's accesses before the decrement
+//! on its own; the real build's membarrier mode has no such fence), and the
+//! `Release` on `resurrect`'s new initial reference made `Relaxed` (its
+//! `Release` store clearing `DEAD` already publishes to `swapon_…`'s
+//! `tryget_live` + `fence(Acquire)`).
+//!
+//! Confirm and release may run inside an RCU callback, where `shrinker-rcu`
+//! catches and logs a panic and goes on; the two models above therefore
+//! record what their callbacks find (including loom's causality reports) in
+//! a `Broken` list and assert it empty after the joins.
 #![cfg(loom)]
 
 use loom::cell::UnsafeCell;
@@ -21,6 +64,7 @@ use loom::sync::Arc;
 use loom::thread;
 use shrinker_rcu::rcu_barrier;
 use shrinker_sync::{InitFlags, PercpuRef};
+use std::panic::AssertUnwindSafe;
 
 const POISON: u32 = 0xdead;
 
@@ -236,5 +280,248 @@ fn swapon_publishes_to_tryget_live_then_acquire() {
         };
         swapoff.join().unwrap();
         assert_eq!(payload.releases(), 1);
+    });
+}
+
+/// Broken promises seen inside callbacks. Confirm and release may run in an
+/// RCU callback, where `shrinker-rcu` catches a panic (an assertion, or
+/// loom's report of a use not ordered before release), logs it and goes on;
+/// so the callbacks of the models below record instead of panicking, and the
+/// model checks the record after its joins. Bookkeeping only: std, not loom,
+/// so it adds no ordering and no interleavings.
+struct Broken(std::sync::Mutex<Vec<String>>);
+
+impl Broken {
+    fn new() -> Arc<Self> {
+        Arc::new(Broken(std::sync::Mutex::new(Vec::new())))
+    }
+    /// Records `promise` unless `ok`.
+    fn check(&self, ok: bool, promise: &str) {
+        if !ok {
+            self.0.lock().unwrap().push(promise.to_owned());
+        }
+    }
+    /// Runs `f`, recording its panic (loom's causality report) if any.
+    fn guard(&self, what: &str, f: impl FnOnce()) {
+        if let Err(e) = std::panic::catch_unwind(AssertUnwindSafe(f)) {
+            let msg = e
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| e.downcast_ref::<&str>().copied())
+                .unwrap_or("non-string panic");
+            self.0.lock().unwrap().push(format!("{what}: {msg}"));
+        }
+    }
+    fn assert_none(&self) {
+        let broken = self.0.lock().unwrap();
+        assert!(broken.is_empty(), "broken in a callback: {broken:?}");
+    }
+}
+
+/// `resurrect` against the old life's last put. A holder takes a reference
+/// on its own slot (under the initial reference), then puts it while an
+/// owner kills the ref and resurrects it (`ALLOW_REINIT`: back to per-CPU
+/// mode) as the kill's switch to atomic runs on a third thread, so that
+/// `resurrect` may have to wait for it. The put may land before the kill
+/// (on the slot), during the switch (on the biased counter), on the dying
+/// atomic counter before `resurrect` (the last put of the old life: release
+/// runs, and `resurrect` revives a zero ref, which its contract allows), in
+/// the middle of `resurrect` (on the counter, before or after the new
+/// initial reference), or after it (on the holder's slot, which `resurrect`
+/// zeroed). In every case release runs at most once in the old life and
+/// never before the holder's use, the revived ref is live and per-CPU, and
+/// it holds exactly its new initial reference: a final kill releases it
+/// exactly once.
+#[test]
+fn resurrect_against_the_last_put() {
+    loom::model(|| {
+        let payload = Payload::new(1);
+        let broken = Broken::new();
+        let r = {
+            let (p, b) = (payload.clone(), broken.clone());
+            Arc::new(PercpuRef::new(
+                move || {
+                    b.guard("release", || p.write(POISON));
+                    // Relaxed: a counter read after the model's joins.
+                    p.releases.fetch_add(1, Ordering::Relaxed);
+                },
+                InitFlags::ALLOW_REINIT,
+            ))
+        };
+        let holder = {
+            let (r, payload) = (r.clone(), payload.clone());
+            thread::spawn(move || {
+                r.get(); // this thread's slot: +1, summed by the kill's switch
+                let owner = {
+                    let r = r.clone();
+                    thread::spawn(move || {
+                        r.kill();
+                        // The kill's switch (sum, drop its reference) runs
+                        // on its own thread, queued before it starts, so
+                        // that resurrect may have to wait for it.
+                        let rcu = thread::spawn(rcu_barrier);
+                        r.resurrect(); // dead, maybe zero: both are legal
+                        rcu.join().unwrap();
+                    })
+                };
+                assert_eq!(payload.read(), 1, "released while a reference remained");
+                r.put();
+                owner.join().unwrap();
+            })
+        };
+        holder.join().unwrap();
+        broken.assert_none();
+        let raced = payload.releases();
+        assert!(raced <= 1, "released {raced} times in one life");
+        assert!(!r.is_dying(), "dead after resurrect");
+        // Debug is the only public view of the mode word.
+        let state = format!("{r:?}");
+        assert!(
+            state.contains("mode: percpu"),
+            "ALLOW_REINIT: resurrect must return to per-CPU mode, got {state}"
+        );
+        let last = {
+            let r = r.clone();
+            thread::spawn(move || {
+                assert!(r.tryget_live(), "resurrected ref refuses tryget_live");
+                r.put();
+                r.kill();
+                rcu_barrier();
+            })
+        };
+        last.join().unwrap();
+        broken.assert_none();
+        assert!(r.is_zero(), "references left over after the final kill");
+        assert_eq!(
+            payload.releases(),
+            raced + 1,
+            "the final kill must release exactly once"
+        );
+    });
+}
+
+/// The two calls of `kill_during_switch_to_atomic` and their confirms.
+struct Calls {
+    /// `switch_to_atomic` has returned (its switch is in flight or done).
+    switch_called: AtomicBool,
+    /// `kill_and_confirm` has returned (its switch is in flight or done).
+    kill_called: AtomicBool,
+    switch_confirmed: AtomicUsize,
+    kill_confirmed: AtomicUsize,
+}
+
+impl Calls {
+    fn kill_confirmed(&self) -> bool {
+        // Acquire: pairs with the Release increment in the kill's confirm.
+        self.kill_confirmed.load(Ordering::Acquire) >= 1
+    }
+    fn switch_confirmed(&self) -> bool {
+        // Acquire: pairs with the Release increment in the switch's confirm.
+        self.switch_confirmed.load(Ordering::Acquire) >= 1
+    }
+}
+
+/// `kill_and_confirm` while a `switch_to_atomic` may be in flight, and the
+/// other way round, with a reader's `tryget_live` + use + put on a third
+/// thread. Whichever takes the switch mutex first starts the one switch
+/// (its confirm runs in the RCU callback); the other waits for that switch
+/// and confirms at once. Checked: each confirm runs exactly once; a call
+/// that began after the other had returned confirms after the other's
+/// confirm (the wait for the switch in flight); release runs exactly once,
+/// after the kill's confirm and after the reader's use; `tryget_live` fails
+/// once the kill's confirm has run.
+#[test]
+fn kill_during_switch_to_atomic() {
+    loom::model(|| {
+        let payload = Payload::new(1);
+        let broken = Broken::new();
+        let calls = Arc::new(Calls {
+            switch_called: AtomicBool::new(false),
+            kill_called: AtomicBool::new(false),
+            switch_confirmed: AtomicUsize::new(0),
+            kill_confirmed: AtomicUsize::new(0),
+        });
+        let r = {
+            let (p, b, c) = (payload.clone(), broken.clone(), calls.clone());
+            Arc::new(PercpuRef::new(
+                move || {
+                    b.check(c.kill_confirmed(), "release before the kill's confirm");
+                    b.guard("release", || p.write(POISON));
+                    // Relaxed: a counter read after the model's joins.
+                    p.releases.fetch_add(1, Ordering::Relaxed);
+                },
+                InitFlags::NONE,
+            ))
+        };
+        let switcher = {
+            let (r, b, c) = (r.clone(), broken.clone(), calls.clone());
+            thread::spawn(move || {
+                // Acquire: pairs with the Release store after kill returned.
+                let after_kill = c.kill_called.load(Ordering::Acquire);
+                let cc = c.clone();
+                r.switch_to_atomic(move || {
+                    b.check(
+                        !after_kill || cc.kill_confirmed(),
+                        "switch confirmed before the kill's switch it had to wait for",
+                    );
+                    // Release: pairs with the Acquire loads in Calls.
+                    cc.switch_confirmed.fetch_add(1, Ordering::Release);
+                });
+                // Release: pairs with the killer's Acquire load.
+                c.switch_called.store(true, Ordering::Release);
+                rcu_barrier(); // runs our switch, if it is the one in flight
+            })
+        };
+        let killer = {
+            let (r, b, c) = (r.clone(), broken.clone(), calls.clone());
+            thread::spawn(move || {
+                // Acquire: pairs with the Release store after switch_to_atomic returned.
+                let after_switch = c.switch_called.load(Ordering::Acquire);
+                let cc = c.clone();
+                r.kill_and_confirm(move || {
+                    b.check(
+                        !after_switch || cc.switch_confirmed(),
+                        "kill confirmed before the switch it had to wait for",
+                    );
+                    // Release: pairs with the Acquire loads in Calls.
+                    cc.kill_confirmed.fetch_add(1, Ordering::Release);
+                });
+                // Release: pairs with the switcher's Acquire load.
+                c.kill_called.store(true, Ordering::Release);
+                rcu_barrier(); // runs the kill's switch, if it is the one in flight
+            })
+        };
+        let reader = {
+            let (r, payload, c) = (r.clone(), payload.clone(), calls.clone());
+            thread::spawn(move || {
+                let after_confirm = c.kill_confirmed();
+                let got = r.tryget_live();
+                assert!(
+                    !(after_confirm && got),
+                    "tryget_live succeeded after the kill's confirm"
+                );
+                if got {
+                    assert_eq!(payload.read(), 1);
+                    r.put();
+                }
+            })
+        };
+        switcher.join().unwrap();
+        killer.join().unwrap();
+        reader.join().unwrap();
+        broken.assert_none();
+        // Relaxed: read after the joins.
+        assert_eq!(calls.switch_confirmed.load(Ordering::Relaxed), 1);
+        assert_eq!(calls.kill_confirmed.load(Ordering::Relaxed), 1);
+        assert_eq!(payload.releases(), 1, "released exactly once");
+        assert!(r.is_zero() && r.is_dying());
+        let late = {
+            let r = r.clone();
+            thread::spawn(move || {
+                assert!(!r.tryget_live(), "tryget_live after the kill's confirm");
+                assert!(!r.tryget(), "tryget on a zero ref");
+            })
+        };
+        late.join().unwrap();
     });
 }
