@@ -2,11 +2,11 @@
 //!
 //! Three tenants, each in its own memory group, read pages through one
 //! shared `LruCache`; a miss "reads from disk" and inserts the page into the
-//! tenant's group. A reclaimer thread watches the cache's weight and, when
+//! tenant's group (`get_or_insert_with`). A reclaimer thread watches the cache's weight and, when
 //! it is over budget, shrinks each tenant's group from the gentlest priority
 //! down until the cache fits again, as the kernel's reclaim does. Each
-//! tenant loses its own least recently used pages, in proportion to what it
-//! holds. At the end a tenant leaves: its pages move to the root group.
+//! tenant loses its own least recently used pages (a page read since the
+//! last pass gets a second chance), in proportion to what it holds. At the end a tenant leaves: its pages move to the root group.
 //!
 //! Run: `cargo run -p shrinker --example lru_cache`
 
@@ -79,11 +79,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     x ^= x << 17;
                     let r = (x % 1000) as f64 / 1000.0;
                     let page = (r * r * pages as f64) as u64;
-                    if cache.get(&(t, page)).is_some() {
-                        hits += 1;
-                    } else {
+                    // A hit sets the page's referenced bit (no list lock); a
+                    // miss "reads from disk", outside every lock, and inserts.
+                    let mut missed = false;
+                    let page = cache.get_or_insert_with(group, (t, page), || {
+                        missed = true;
+                        vec![t as u8; PAGE]
+                    })?;
+                    debug_assert_eq!(page.len(), PAGE);
+                    if missed {
                         misses += 1;
-                        cache.insert(group, (t, page), vec![t as u8; PAGE])?; // "read from disk"
+                    } else {
+                        hits += 1;
                     }
                 }
                 Ok((hits, misses))

@@ -138,7 +138,7 @@ pub use error::{BuildError, GroupError, ShrinkError};
 pub use group::{GroupId, GroupObserver};
 pub use info::{ShrinkerFlags, ShrinkerId, ShrinkerInfo, ShrinkerStats};
 pub use list_lru::{Isolate, ListLru, LruKey, ReparentError};
-pub use lru_cache::{CacheError, CacheStats, LruCache, LruCacheBuilder};
+pub use lru_cache::{CacheError, CacheStats, InsertError, LruCache, LruCacheBuilder};
 pub use registry::{RegistryBuilder, ShrinkerRegistry};
 pub use request::ShrinkRequest;
 pub use shrink::{Count, Scan, Shrink, ShrinkControl};
