@@ -362,6 +362,11 @@ impl<'a> UnitMap<'a> {
         out
     }
 
+    /// How many units are installed (the pointer words after the summary).
+    fn nr_installed(&self) -> usize {
+        self.w.len() - MAP_HEADER - self.nr_nodes() * self.words()
+    }
+
     fn bytes(&self) -> usize {
         std::mem::size_of_val(self.w)
     }
@@ -549,7 +554,7 @@ impl GroupData {
     /// the tree entry).
     fn bytes(&self, st: &State) -> usize {
         let map = self.map_locked(st);
-        size_of::<GroupData>() + map.bytes() + map.units().len() * size_of::<Unit>()
+        size_of::<GroupData>() + map.bytes() + map.nr_installed() * size_of::<Unit>()
     }
 }
 
@@ -620,6 +625,18 @@ impl State {
         // SAFETY: non-null data of a group in the tree is live: it is freed
         // only after its entry is removed, under the mutex.
         unsafe { e.data.as_ref() }
+    }
+
+    /// `g`'s entry if it may be removed now: live, and without children.
+    fn removable(&self, g: GroupId) -> Result<&Entry, GroupError> {
+        let e = self.live_entry(g)?;
+        if !e.children.is_empty() {
+            return Err(GroupError::HasChildren {
+                group: g,
+                children: e.children.len(),
+            });
+        }
+        Ok(e)
     }
 
     fn live_entry(&self, g: GroupId) -> Result<&Entry, GroupError> {
@@ -962,13 +979,7 @@ impl ShrinkerRegistry {
         // that would wait for itself.
         {
             let st = lock(&groups.state);
-            let e = st.live_entry(g)?;
-            if !e.children.is_empty() {
-                return Err(GroupError::HasChildren {
-                    group: g,
-                    children: e.children.len(),
-                });
-            }
+            let e = st.removable(g)?;
             if walking(e.data) || pin::holds_light_group_pin(e.data) {
                 drop(st);
                 panic!(
@@ -993,13 +1004,7 @@ impl ShrinkerRegistry {
         // 2. Unpublish (checking again: the mutex was dropped).
         let (data, parent) = {
             let mut st = lock(&groups.state);
-            let e = st.live_entry(g)?;
-            if !e.children.is_empty() {
-                return Err(GroupError::HasChildren {
-                    group: g,
-                    children: e.children.len(),
-                });
-            }
+            let e = st.removable(g)?;
             let (data, parent) = (e.data, e.parent);
             st.tree.get_mut(&g.index()).expect("live").dying = true;
             st.live -= 1;
