@@ -776,13 +776,24 @@ pub fn defer_drop<T: Send + 'static>(value: Box<T>) {
 /// and from inside an RCU callback (the worker would wait for itself).
 pub fn rcu_barrier() {
     crate::reader::assert_not_in_read_section("rcu_barrier");
-    if IN_CALLBACKS.with(Cell::get) {
+    if in_callback() {
         panic!(
             "rcu_barrier() called from inside an RCU callback: the callback worker would \
              wait for itself and deadlock"
         );
     }
     domain().callbacks.barrier();
+}
+
+/// Whether the current thread is invoking RCU callbacks (the callback worker,
+/// or a loom barrier running them inline).
+///
+/// Code that may be reached from a callback uses it to refuse the waiting
+/// forms that would deadlock there: the worker cannot run the grace-period
+/// callbacks it is itself waiting for. Lock-free; a thread-local read.
+#[inline]
+pub fn in_callback() -> bool {
+    IN_CALLBACKS.with(Cell::get)
 }
 
 /// Move every lazy callback to the prompt queue now, without waiting for it to
