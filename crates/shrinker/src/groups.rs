@@ -165,7 +165,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::mem::size_of;
 use std::ptr;
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 use shrinker_rcu::{read_lock, ReadGuard};
 use shrinker_sync::{Completion, Refcount};
@@ -175,9 +175,9 @@ use crate::group::{GroupId, GroupObserver};
 use crate::ids::{free_after_grace_period, IdTable};
 use crate::info::ShrinkerId;
 use crate::list_lru::{ListLru, ReparentError};
-use crate::pin::{self, Gate, WalkerSlot};
+use crate::pin::{self, WalkerSlot};
 use crate::registry::{pin_for_callout, ShrinkerRegistry};
-use crate::sync::{fence, lock, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{fence, lock, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// Shrinker ids per unit (bits in `Unit::map`).
 pub(crate) const BITS_PER_UNIT: usize = 64;
@@ -445,6 +445,10 @@ unsafe fn free_map_after_grace_period(p: *mut Word) {
 ///   drops the 1, and once it is zero it never rises again.
 pub(crate) struct GroupData {
     refcount: Refcount,
+    /// Set by removal before it drops the initial reference: `try_get`
+    /// refuses new pins from then on (as node.rs's `try_get` does for a
+    /// shrinker being unregistered).
+    dying: AtomicBool,
     /// Completed by the `put` that drops `refcount` to zero.
     done: Completion,
     /// The current [`UnitMap`] (a thin pointer from [`build_map`]).
@@ -456,6 +460,7 @@ impl GroupData {
         let map = build_map(nr_nodes, nr_units, None, None)?;
         Ok(Box::new(GroupData {
             refcount: Refcount::new(1),
+            dying: AtomicBool::new(false),
             done: Completion::new(),
             map: AtomicPtr::new(map),
         }))
@@ -470,8 +475,23 @@ impl GroupData {
     /// through the table's Acquire; this is belt and braces for the count).
     #[inline]
     #[must_use = "a successful try_get must be balanced by put"]
+    ///
+    /// Refuses a group whose removal has begun, by the argument of node.rs's
+    /// `try_get`: an increment after removal's Release decrement of the
+    /// initial reference reads from its release sequence and sees `dying`.
+    /// (A group walk looks the group up in the table first, and removal
+    /// unpublishes it before that decrement, so walks alone could not starve
+    /// removal; the check makes the rule the same for every pin.)
     fn try_get(&self) -> bool {
-        self.refcount.inc_not_zero_acquire()
+        // Relaxed (both): see above and node.rs's `try_get`.
+        if self.dying.load(Ordering::Relaxed) || !self.refcount.inc_not_zero_acquire() {
+            return false;
+        }
+        if self.dying.load(Ordering::Relaxed) {
+            self.put();
+            return false;
+        }
+        true
     }
 
     /// Drop a walker's pin. The caller is inside a read section (module
@@ -652,6 +672,8 @@ pub(crate) struct Groups {
     table: AtomicPtr<Table>,
     state: Mutex<State>,
     observers: Mutex<Vec<Weak<dyn GroupObserver>>>,
+    /// Observer calls that panicked (caught: the removal completes).
+    observer_panics: std::sync::atomic::AtomicU64,
     nr_nodes: usize,
 }
 
@@ -678,6 +700,7 @@ impl Groups {
                 live: 1,
             }),
             observers: Mutex::new(Vec::new()),
+            observer_panics: std::sync::atomic::AtomicU64::new(0),
             nr_nodes,
         }
     }
@@ -744,6 +767,41 @@ impl Groups {
         Ok(())
     }
 
+    /// The unit of (`node`, `unit`) of a group the caller has pinned for a
+    /// walk (so removal has not reached step 4 and the data is live),
+    /// installed if missing. For a NUMA-unaware shrinker's deferred work on
+    /// node 0 when the walk is of another node.
+    #[cold]
+    fn install_pinned<'a>(&self, data: &'a GroupData, node: usize, unit: usize) -> &'a Unit {
+        let st = lock(&self.state);
+        let u: *const Unit = data
+            .install(&st, node, unit)
+            .expect("node 0 and a unit index read from the group's own map are in range");
+        // SAFETY: units live as long as the group's data (type invariant),
+        // which the caller's pin keeps alive for `'a`.
+        unsafe { &*u }
+    }
+
+    /// Tell one observer of a removal, containing a panic: the removal
+    /// completes whatever an observer does (an observer that panicked may
+    /// have moved only some of its objects, which stay its owner's to
+    /// account for), and the panic is counted and reported.
+    fn tell(&self, o: &dyn GroupObserver, g: GroupId, parent: GroupId) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| o.reparent(g, parent)));
+        if let Err(payload) = r {
+            // Relaxed: a statistic.
+            self.observer_panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                target: "shrinker",
+                group = g.index(),
+                parent = parent.index(),
+                "a GroupObserver panicked in reparent (caught; the removal completes): {}",
+                crate::node::panic_message(&*payload)
+            );
+            crate::node::drop_payload(payload);
+        }
+    }
+
     /// `set_shrinker_bit`'s slow path: install the unit under the mutex.
     #[cold]
     fn set_bit_slow(&self, g: GroupId, node: usize, id: ShrinkerId) -> Result<(), ShrinkError> {
@@ -778,6 +836,45 @@ impl Drop for Groups {
             // SAFETY: leaked by `create_group`, still published.
             drop(unsafe { Box::from_raw(t) });
         }
+    }
+}
+
+/// A group pinned for one walk (group walk steps 1–7): a light pin in
+/// this thread's walker slot, or a reference.
+///
+/// Released by [`unpin`](Self::unpin) inside the walker's read section;
+/// dropped without it (a panic unwinding through the walk, from outside
+/// the caught callbacks), it re-enters a read section and releases the pin
+/// there, so that `remove_group` never waits for a pin nobody will drop.
+#[must_use = "dropping the pin releases it"]
+struct GroupPin<'a> {
+    data: &'a GroupData,
+    light: Option<&'a WalkerSlot>,
+}
+
+impl GroupPin<'_> {
+    /// Step 7: release the pin inside the caller's read section.
+    #[inline]
+    fn unpin(self, _guard: &ReadGuard) {
+        self.release();
+        std::mem::forget(self);
+    }
+
+    #[inline]
+    fn release(&self) {
+        match self.light {
+            Some(s) => s.unpin_group(),
+            None => self.data.put(),
+        }
+    }
+}
+
+impl Drop for GroupPin<'_> {
+    /// Only while unwinding: the walk's normal path consumes the pin.
+    #[cold]
+    fn drop(&mut self) {
+        let _guard = read_lock();
+        self.release();
     }
 }
 
@@ -992,15 +1089,7 @@ impl ShrinkerRegistry {
         // Close the gate: from here on walkers pin groups (and shrinkers)
         // with refcounts; one grace period if it was open (pin.rs, "Light
         // group pins").
-        let gate = &self.inner.gate;
-        gate.enter();
-        struct Exit<'a>(&'a Arc<Gate>);
-        impl Drop for Exit<'_> {
-            fn drop(&mut self) {
-                self.0.exit();
-            }
-        }
-        let exit = Exit(gate);
+        let gate_hold = self.inner.gate.enter();
         // 2. Unpublish (checking again: the mutex was dropped).
         let (data, parent) = {
             let mut st = lock(&groups.state);
@@ -1027,7 +1116,7 @@ impl ShrinkerRegistry {
             d.done.wait();
         }
         pin::wait_for_light_group_pins(data);
-        drop(exit);
+        drop(gate_hold);
         // 4. Reparent deferred work.
         {
             let st = lock(&groups.state);
@@ -1073,7 +1162,7 @@ impl ShrinkerRegistry {
             obs.iter().filter_map(Weak::upgrade).collect()
         };
         for o in observers {
-            o.reparent(g, parent);
+            groups.tell(&*o, g, parent);
         }
         // 6. Unlink and free after a grace period.
         {
@@ -1204,9 +1293,18 @@ impl ShrinkerRegistry {
         }
         if let Some(o) = observer.upgrade() {
             for (g, parent) in dying {
-                o.reparent(g, parent);
+                groups.tell(&*o, g, parent);
             }
         }
+    }
+
+    /// How many [`GroupObserver::reparent`] calls have panicked. Such a
+    /// panic is caught and reported through `tracing`; the removal it
+    /// interrupted completed.
+    #[must_use]
+    pub fn group_observer_panics(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.inner.groups.observer_panics.load(Ordering::Relaxed)
     }
 
     /// Mark shrinker `id` as possibly having objects in (`group`, `node`)
@@ -1330,20 +1428,23 @@ impl ShrinkerRegistry {
             return Err(ShrinkError::NoSuchGroup { group });
         };
         let data: *const GroupData = data;
-        let light = match slot {
+        // SAFETY: found in this read section, so live until it ends; once
+        // pinned, removal waits for the pin before it frees the data (and
+        // its units) after a grace period, and the pin is dropped inside a
+        // read section (step 7, or `GroupPin`'s drop).
+        let data = unsafe { &*data };
+        let pin = match slot {
             Some(s) if gate.is_open() => {
                 s.pin_group(data);
-                Some(s)
+                GroupPin {
+                    data,
+                    light: Some(s),
+                }
             }
-            // SAFETY: found in this read section, so live until it ends.
-            _ if unsafe { (*data).try_get() } => None,
+            _ if data.try_get() => GroupPin { data, light: None },
             _ => return Err(ShrinkError::NoSuchGroup { group }),
         };
-        // SAFETY: pinned: removal waits for the pin before it frees the data
-        // (and its units) after a grace period, and we drop the pin inside a
-        // read section (step 7).
-        let data = unsafe { &*data };
-        let (freed, guard) = if light.is_some() {
+        let (freed, guard) = if pin.light.is_some() {
             // The slot itself marks the walk for remove_group's misuse check.
             self.walk_units(data, slot, group, nid, priority, guard)
         } else {
@@ -1352,10 +1453,7 @@ impl ShrinkerRegistry {
             })
         };
         // 7. Inside the read section: see `GroupData::put`.
-        match light {
-            Some(s) => s.unpin_group(),
-            None => data.put(),
-        }
+        pin.unpin(&guard);
         drop(guard);
         Ok(freed)
     }
@@ -1413,9 +1511,26 @@ impl ShrinkerRegistry {
                         unit.map.fetch_and(!m, Ordering::Relaxed);
                         continue;
                     };
+                    // A NUMA-unaware shrinker keeps its deferred work of the
+                    // group on node 0 (`do_shrink_slab`: `nid = 0` before
+                    // `xchg_nr_deferred_memcg`), as the global path does.
+                    let deferred_unit = if nid == 0 || node.flags.numa_aware {
+                        Some(unit)
+                    } else {
+                        data.map(&guard)
+                            .unit(0, u)
+                            .map(|u| -> *const Unit { u })
+                            // SAFETY: units live as long as the group, which
+                            // we pinned.
+                            .map(|u| unsafe { &*u })
+                    };
                     // 4. The pin keeps the node alive, the group pin the unit.
                     drop(guard);
-                    let deferred = &unit.nr_deferred[bit];
+                    let deferred_unit = match deferred_unit {
+                        Some(u) => u,
+                        None => self.inner.groups.install_pinned(data, 0, u),
+                    };
+                    let deferred = &deferred_unit.nr_deferred[bit];
                     let light = pinned.is_light();
                     let mut out = node.shrink_pinned(nid, group, priority, light, deferred);
                     if out.empty {
@@ -1439,7 +1554,7 @@ impl ShrinkerRegistry {
                     freed = freed.saturating_add(out.freed);
                     // 6. Re-enter before unpinning.
                     guard = read_lock();
-                    pinned.unpin(node);
+                    pinned.unpin(&guard);
                 }
             }
             w += 1;
@@ -1582,6 +1697,74 @@ mod tests {
             node,
             priority,
             group,
+        }
+    }
+
+    /// Item: a NUMA-unaware shrinker's deferred work of a group lives on
+    /// node 0 only, whichever node the walk is for (Linux 6.7: `nid = 0`
+    /// before `xchg_nr_deferred_memcg`); a NUMA-aware one keeps it per
+    /// node. Checked node by node against the kernel's arithmetic, over a
+    /// sequence of requests on both nodes. The batch is larger than the
+    /// cache, so nothing is scanned and every request only defers work:
+    /// `next = min(nr + delta, 2 * freeable)` with `total_scan` below both
+    /// `batch` and `freeable`.
+    #[test]
+    fn group_deferred_work_of_numa_unaware_shrinker_stays_on_node_0() {
+        const FREEABLE: usize = 1000;
+        for numa_aware in [false, true] {
+            let reg = registry(2);
+            let g = reg.create_group(GroupId::ROOT).unwrap();
+            let s = ShrinkerBuilder::new("defer-only")
+                .group_aware(true)
+                .numa_aware(numa_aware)
+                .batch(4096)
+                .build_in(
+                    &reg,
+                    Probe {
+                        objects: FREEABLE.into(),
+                        zero_not_empty: AtomicBool::new(true),
+                        ..Probe::default()
+                    },
+                )
+                .unwrap()
+                .register();
+            s.set_bit(g, 0).unwrap();
+            s.set_bit(g, 1).unwrap();
+            // The kernel's model: one counter per node for a NUMA-aware
+            // shrinker, node 0's only for the others.
+            let mut model = [0usize; 2];
+            for (step, (node, priority)) in [(1, 2), (1, 3), (0, 2), (1, 4), (0, 6), (1, 2)]
+                .into_iter()
+                .enumerate()
+            {
+                reg.shrink(&req(g, node, priority)).unwrap();
+                let nid = if numa_aware { node } else { 0 };
+                let nr = model[nid];
+                let delta = crate::engine::delta(FREEABLE, u32::from(priority), 2);
+                let total_scan = (nr >> priority) + delta;
+                assert!(
+                    total_scan < 4096 && total_scan < FREEABLE,
+                    "nothing scanned"
+                );
+                model[nid] = (nr + delta).min(2 * FREEABLE);
+                for n in 0..2 {
+                    assert_eq!(
+                        reg.test_deferred(g, n, s.id()),
+                        model[n],
+                        "numa_aware {numa_aware}, step {step}: deferred on node {n}"
+                    );
+                }
+            }
+            assert_eq!(
+                s.stats().deferred,
+                0,
+                "a group's deferred work is not the root's"
+            );
+            // Every count of a NUMA-unaware shrinker is told node 0.
+            let seen = s.seen.lock().unwrap().clone();
+            assert!(seen
+                .iter()
+                .all(|&(n, grp)| grp == g && (numa_aware || n == 0)));
         }
     }
 
@@ -1963,13 +2146,14 @@ mod tests {
     fn blocked_walk_then_remove_group(close_gate_first: bool) {
         let reg = registry(1);
         let gate = Arc::clone(&reg.inner.gate);
-        if close_gate_first {
+        let hold = if close_gate_first {
             // Hold the gate closed, as a removal in progress would (see
             // registry.rs's `blocked_walk_then_unregister`).
-            gate.enter();
+            Some(gate.enter())
         } else {
             assert!(gate.open_now(), "a new registry's gate is open");
-        }
+            None
+        };
         let g = reg.create_group(GroupId::ROOT).unwrap();
         let data: *const GroupData = reg.inner.groups.lookup(g, &read_lock()).unwrap();
         let (entered_tx, entered) = std::sync::mpsc::channel();
@@ -2011,9 +2195,7 @@ mod tests {
             50,
             "the walk's deferred work reached the root"
         );
-        if close_gate_first {
-            gate.exit();
-        }
+        drop(hold);
     }
 
     #[test]

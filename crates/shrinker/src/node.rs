@@ -51,7 +51,7 @@ use crate::engine::{self, Callee, Outcome};
 use crate::group::{Deferred, GroupId};
 use crate::info::{ShrinkerFlags, ShrinkerId, ShrinkerStats};
 use crate::shrink::{Count, Scan, Shrink, ShrinkControl};
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// Per-shrinker statistics of the scan path: plain counters, always on.
 ///
@@ -101,6 +101,10 @@ pub(crate) struct Node {
     count_calls: AtomicU64,
     /// Read on every visit (`effective_node`, the group walk's filter).
     pub(crate) flags: ShrinkerFlags,
+    /// Set by unregister before it drops the initial reference: from then
+    /// on `try_get` refuses new pins, so overlapping walks cannot keep the
+    /// count above zero forever (`percpu_ref_tryget_live` after a kill).
+    dying: AtomicBool,
     /// Node 0's count is the first word, still in the first cache line
     /// (test `hot_fields_share_the_first_cache_line`).
     pub(crate) deferred: Deferred,
@@ -145,6 +149,7 @@ impl Node {
             count_calls: AtomicU64::new(0),
             deferred,
             flags,
+            dying: AtomicBool::new(false),
             stats: NodeStats::default(),
             prev: UnsafeCell::new(ptr::null_mut()),
             done: Completion::new(),
@@ -180,16 +185,51 @@ impl Node {
         unsafe { *self.prev.get() = p }
     }
 
-    /// Pin the shrinker if it is registered (`shrinker_try_get`).
+    /// Pin the shrinker if it is registered and unregistration has not
+    /// begun (`shrinker_try_get`, refusing a dying shrinker as
+    /// `percpu_ref_tryget_live` refuses a killed ref). The caller is inside
+    /// an RCU read section (a refused pin is put again, which may complete
+    /// `done`: see `put`).
     ///
     /// # Ordering
     ///
     /// Acquire on success: pairs with the Release `set_release(1)` in
     /// `register`, so the fields written at build and register are visible.
+    ///
+    /// The `dying` check after the increment is what bounds unregister's
+    /// wait. Unregister stores `dying` and then drops the initial reference
+    /// with a Release decrement. Every later change of the count is a
+    /// read-modify-write, so an increment that comes after that decrement
+    /// in the count's modification order reads from its release sequence,
+    /// and its Acquire synchronizes with it: the check below sees `dying`
+    /// and the pin is given back. An increment that came before it is a pin
+    /// already in flight, which unregister waits for. Hence once the
+    /// initial reference is dropped no new pin succeeds, and the count
+    /// reaches zero as soon as the pins in flight are put, however many
+    /// walks overlap (issue: three walkers without pause starved an
+    /// unregister for more than 10 s when only the count was checked).
     #[inline]
     #[must_use = "a successful try_get must be balanced by put"]
     pub(crate) fn try_get(&self) -> bool {
-        self.refcount.inc_not_zero_acquire()
+        // Relaxed: a hint that spares a dying shrinker's line an RMW; the
+        // check after the increment is the one that counts.
+        if self.dying.load(Ordering::Relaxed) || !self.refcount.inc_not_zero_acquire() {
+            return false;
+        }
+        // Relaxed: ordered by the increment's Acquire (see above).
+        if self.dying.load(Ordering::Relaxed) {
+            self.put();
+            return false;
+        }
+        true
+    }
+
+    /// Unregister step 2, before the initial reference is dropped: refuse
+    /// new pins from now on (see `try_get`).
+    pub(crate) fn mark_dying(&self) {
+        // Relaxed: published by the Release decrement of the initial
+        // reference that follows (see `try_get`).
+        self.dying.store(true, Ordering::Relaxed);
     }
 
     /// Drop a pin or the initial reference (`shrinker_put`): the last one
@@ -237,11 +277,11 @@ impl Node {
             scan_calls: s.scan_calls.load(Ordering::Relaxed),
             scanned: s.scanned.load(Ordering::Relaxed),
             freed: s.freed.load(Ordering::Relaxed),
-            deferred: self
-                .deferred
-                .iter()
-                .map(|d| d.load(Ordering::Relaxed) as u64)
-                .sum(),
+            // Saturating: per-node counts near `usize::MAX` must not wrap
+            // (release) or panic (debug) when summed.
+            deferred: self.deferred.iter().fold(0u64, |sum, d| {
+                sum.saturating_add(d.load(Ordering::Relaxed) as u64)
+            }),
             scan_time: std::time::Duration::from_nanos(s.scan_ns.load(Ordering::Relaxed)),
             panics: s.panics.load(Ordering::Relaxed),
         }
@@ -332,20 +372,43 @@ impl Node {
         r
     }
 
+    /// Count and report a callback's panic, then drop its payload, which
+    /// is the user's value too: a payload whose `Drop` panics is contained
+    /// the same way (and a second payload from that drop is leaked rather
+    /// than risk a third).
     #[cold]
-    fn report_panic(&self, what: &str, payload: &(dyn std::any::Any + Send)) {
+    #[inline(never)]
+    fn report_panic(&self, what: &str, payload: Box<dyn std::any::Any + Send>) {
         // Relaxed: see `NodeStats`.
         self.stats.panics.fetch_add(1, Ordering::Relaxed);
-        let msg = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("<non-string panic payload>");
+        let msg = panic_message(&*payload);
         tracing::error!(
             target: "shrinker",
             shrinker = %format_args!("{}-{}", self.name, self.id.index()),
             "{what} callback panicked (caught; reclaim continues): {msg}"
         );
+        drop_payload(payload);
+    }
+}
+
+/// The message of a panic payload, for reports.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("<non-string panic payload>")
+}
+
+/// Drop a caught panic payload, containing a panic from its `Drop`.
+#[cold]
+pub(crate) fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
+    if let Err(second) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        tracing::error!(
+            target: "shrinker",
+            "a panic payload's drop panicked (caught; its own payload is leaked)"
+        );
+        std::mem::forget(second);
     }
 }
 
@@ -372,7 +435,7 @@ impl Callee for Caller<'_> {
         match catch_unwind(AssertUnwindSafe(|| shrink.count(sc))) {
             Ok(c) => c,
             Err(payload) => {
-                self.node.report_panic("count", &*payload);
+                self.node.report_panic("count", payload);
                 Count::Objects(0)
             }
         }
@@ -389,7 +452,7 @@ impl Callee for Caller<'_> {
         match r {
             Ok(s) => s,
             Err(payload) => {
-                self.node.report_panic("scan", &*payload);
+                self.node.report_panic("scan", payload);
                 sc.set_nr_scanned(0);
                 Scan::Stop
             }
@@ -491,6 +554,7 @@ mod tests {
             offset_of!(Node, shrink) + size_of::<NonNull<dyn Shrink>>(),
             offset_of!(Node, count_calls) + size_of::<u64>(),
             offset_of!(Node, flags) + size_of::<ShrinkerFlags>(),
+            offset_of!(Node, dying) + size_of::<AtomicBool>(),
             offset_of!(Node, deferred) + size_of::<usize>(),
         ];
         for (i, end) in ends.into_iter().enumerate() {

@@ -390,7 +390,12 @@ impl Gate {
     ///
     /// For one grace period if the gate was open or still closing; not at
     /// all if it was closed.
-    pub(crate) fn enter(&self) {
+    pub(crate) fn enter(self: &Arc<Self>) -> GateHold<'_> {
+        self.enter_raw();
+        GateHold(self)
+    }
+
+    fn enter_raw(&self) {
         let mut st = lock(&self.state);
         st.users += 1;
         st.generation = st.generation.wrapping_add(1);
@@ -406,7 +411,9 @@ impl Gate {
     }
 
     /// Unregister step 5: the last user out arms the reopening.
-    pub(crate) fn exit(self: &Arc<Self>) {
+    /// [`GateHold`]'s drop calls it, so that a panic between enter and exit
+    /// cannot leave the gate closed for good.
+    fn exit(self: &Arc<Self>) {
         let mut st = lock(&self.state);
         debug_assert!(st.users > 0, "Gate::exit without enter");
         st.users -= 1;
@@ -450,5 +457,17 @@ impl Gate {
         // Relaxed: a test's snapshot; the tests order it by their own joins
         // and `rcu_barrier`.
         self.fast.load(Ordering::Relaxed)
+    }
+}
+
+/// A hold on a closed [`Gate`] (unregister steps 1–5, group removal):
+/// while any hold lives, walkers take refcount pins. Dropping it (also
+/// while unwinding) is [`Gate::exit`].
+#[must_use = "the gate reopens when the hold drops"]
+pub(crate) struct GateHold<'a>(&'a Arc<Gate>);
+
+impl Drop for GateHold<'_> {
+    fn drop(&mut self) {
+        self.0.exit();
     }
 }

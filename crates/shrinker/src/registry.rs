@@ -61,7 +61,7 @@ use std::fmt;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
-use shrinker_rcu::read_lock;
+use shrinker_rcu::{read_lock, ReadGuard};
 
 use crate::engine::DEF_PRIORITY;
 use crate::error::{BuildError, ShrinkError};
@@ -222,8 +222,14 @@ impl ShrinkerRegistry {
     ///
     /// # Panics
     ///
-    /// Never because of a callback: callback panics are caught and counted.
+    /// If called inside an RCU read-side section: the callbacks would run
+    /// inside the caller's section, and a callback that waits for a grace
+    /// period (or blocks on a lock held by a thread that does) would wait
+    /// for that section: deadlock. Never because of a callback: callback
+    /// panics are caught and counted.
+    #[track_caller]
     pub fn shrink(&self, req: &ShrinkRequest) -> Result<usize, ShrinkError> {
+        assert_not_in_read_section("ShrinkerRegistry::shrink");
         self.validate(req.node, req.priority)?;
         if req.group == GroupId::ROOT {
             Ok(self.shrink_global(req.node, req.priority))
@@ -279,7 +285,7 @@ impl ShrinkerRegistry {
             // 2. Pin: lightly if the gate is open (pin.rs, walker steps 1-2),
             // else with the refcount. On failure (not registered yet, or
             // being unregistered) step over it, still inside the section.
-            let Some(pinned) = pin_for_callout(node, slot, gate) else {
+            let Some(pin) = pin_for_callout(node, slot, gate) else {
                 // Acquire: pairs with the Release link stores.
                 p = node.next.load(Ordering::Acquire);
                 continue;
@@ -295,7 +301,7 @@ impl ShrinkerRegistry {
             // 4.
             let deferred = node.deferred.slot(node.effective_node(nid));
             let outcome =
-                node.shrink_pinned(nid, GroupId::ROOT, priority, pinned.is_light(), deferred);
+                node.shrink_pinned(nid, GroupId::ROOT, priority, pin.is_light(), deferred);
             freed = freed.saturating_add(outcome.freed);
             // 5. Re-enter before unpinning.
             guard = read_lock();
@@ -304,7 +310,7 @@ impl ShrinkerRegistry {
                 !node.freed.load(Ordering::SeqCst),
                 "a pinned shrinker was freed"
             );
-            pinned.unpin(node);
+            pin.unpin(&guard);
             // 6. Acquire: pairs with the Release link stores.
             p = node.next.load(Ordering::Acquire);
             #[cfg(loom)]
@@ -318,20 +324,20 @@ impl ShrinkerRegistry {
     }
 
     /// Pin the shrinker with `id`, run `f`, unpin (inside a read section).
+    #[track_caller]
     fn with_pinned<R>(&self, id: ShrinkerId, f: impl FnOnce(&Node) -> R) -> Result<R, ShrinkError> {
+        assert_not_in_read_section("a shrinker's count or scan by hand");
         let guard = read_lock();
         let p = self.inner.ids.lookup(id.0, &guard);
         // SAFETY: a non-null slot names a node that is not freed before a
         // grace period that begins after the slot is cleared (ids.rs), so
         // it is live until `guard` ends.
-        let node = match unsafe { p.as_ref() } {
-            Some(n) if n.try_get() => n,
-            _ => return Err(ShrinkError::NoSuchShrinker { id }),
+        let Some(pin) = unsafe { p.as_ref() }.and_then(CalloutPin::try_ref) else {
+            return Err(ShrinkError::NoSuchShrinker { id });
         };
         drop(guard);
-        let r = f(node);
-        let _guard = read_lock();
-        node.put(); // inside a section: see node.rs
+        let r = f(pin.node());
+        pin.unpin(&read_lock()); // inside a section: see node.rs
         Ok(r)
     }
 
@@ -516,6 +522,28 @@ impl ShrinkerRegistry {
     }
 }
 
+/// Refuse to run shrinker callbacks inside the caller's RCU read section
+/// (the `Shrink` contract lets callbacks block and synchronize).
+#[inline]
+#[track_caller]
+pub(crate) fn assert_not_in_read_section(what: &str) {
+    if shrinker_rcu::in_read_section() {
+        in_read_section_failed(what);
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn in_read_section_failed(what: &str) -> ! {
+    panic!(
+        "{what} called inside an RCU read-side section: the shrinkers' callbacks would run \
+         inside it, and a callback that waits for a grace period (or for a lock held by a \
+         thread that does) would wait for the caller's own section: deadlock; leave the read \
+         section first"
+    )
+}
+
 /// Ask the CPU to bring `p`'s cache line in (no effect where unsupported).
 #[inline(always)]
 fn prefetch<T>(p: *const T) {
@@ -529,30 +557,67 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// How a walker holds a shrinker across one callout (pin.rs).
-pub(crate) enum Pinned<'s> {
-    /// A light pin in this thread's walker slot.
-    Light(&'s WalkerSlot),
-    /// A reference (`try_get` succeeded).
-    Ref,
+/// A shrinker pinned across one callout (walker steps 2–5): a light pin in
+/// this thread's walker slot, or a reference (`try_get` succeeded).
+///
+/// Released by [`unpin`](Self::unpin) inside the walker's read section.
+/// Dropped without it, because a panic is unwinding through the walk (a
+/// `tracing` subscriber, a panic payload, anything outside the caught
+/// callback), it re-enters a read section and releases the pin there, so
+/// that `unregister` never waits for a pin nobody will drop.
+#[must_use = "dropping the pin releases it"]
+pub(crate) struct CalloutPin<'a> {
+    node: &'a Node,
+    /// `Some`: a light pin in this slot; `None`: a reference.
+    light: Option<&'a WalkerSlot>,
 }
 
-impl Pinned<'_> {
+impl<'a> CalloutPin<'a> {
+    /// Take a reference on `node` (`try_get`); `None` if it is not callable
+    /// (not registered yet, or being unregistered). The caller is inside a
+    /// read section in which `node` is live.
+    #[inline]
+    pub(crate) fn try_ref(node: &'a Node) -> Option<Self> {
+        node.try_get().then_some(CalloutPin { node, light: None })
+    }
+
+    /// The pinned shrinker.
+    #[inline]
+    pub(crate) fn node(&self) -> &'a Node {
+        self.node
+    }
+
     /// Is this the thread's light pin (which already marks the thread as
     /// inside the shrinker)?
     #[inline]
     pub(crate) fn is_light(&self) -> bool {
-        matches!(self, Pinned::Light(_))
+        self.light.is_some()
     }
 
-    /// Walker step 5: drop the pin. The caller is inside a read section
+    /// Walker step 5: drop the pin inside the caller's read section
     /// (node.rs: "Why every `put` happens inside a read section").
     #[inline]
-    pub(crate) fn unpin(self, node: &Node) {
-        match self {
-            Pinned::Light(s) => s.unpin(),
-            Pinned::Ref => node.put(),
+    pub(crate) fn unpin(self, _guard: &ReadGuard) {
+        self.release();
+        std::mem::forget(self);
+    }
+
+    #[inline]
+    fn release(&self) {
+        match self.light {
+            Some(s) => s.unpin(),
+            None => self.node.put(),
         }
+    }
+}
+
+impl Drop for CalloutPin<'_> {
+    /// Only while unwinding (the walk's normal path consumes the pin with
+    /// `unpin`): re-enter a read section first, as step 5 does.
+    #[cold]
+    fn drop(&mut self) {
+        let _guard = read_lock();
+        self.release();
     }
 }
 
@@ -564,11 +629,11 @@ impl Pinned<'_> {
 /// The caller is inside a read section in which `node` is live (found on
 /// the list or in the id table).
 #[inline]
-pub(crate) fn pin_for_callout<'s>(
-    node: &Node,
-    slot: Option<&'s WalkerSlot>,
+pub(crate) fn pin_for_callout<'a>(
+    node: &'a Node,
+    slot: Option<&'a WalkerSlot>,
     gate: &Gate,
-) -> Option<Pinned<'s>> {
+) -> Option<CalloutPin<'a>> {
     match slot {
         Some(s) if gate.is_open() => {
             s.pin(node);
@@ -580,9 +645,12 @@ pub(crate) fn pin_for_callout<'s>(
             // Acquire: pairs with `register`'s `set_release(1)`, as
             // `try_get`'s Acquire does.
             fence(Ordering::Acquire);
-            Some(Pinned::Light(s))
+            Some(CalloutPin {
+                node,
+                light: Some(s),
+            })
         }
-        _ => node.try_get().then_some(Pinned::Ref),
+        _ => CalloutPin::try_ref(node),
     }
 }
 
@@ -1040,7 +1108,7 @@ mod tests {
 
     fn blocked_walk_then_unregister(close_gate_first: bool) {
         let reg = registry(1);
-        if close_gate_first {
+        let hold = if close_gate_first {
             drop(
                 ShrinkerBuilder::new("closer")
                     .build_in(&reg, Pool::default())
@@ -1054,10 +1122,11 @@ mod tests {
             // busy machine) before the walk below pins, and the walk would
             // take a light pin (the assertion below then failed, and the
             // scope hung waiting for the blocked walker).
-            reg.inner.gate.enter();
+            Some(reg.inner.gate.enter())
         } else {
             assert!(reg.inner.gate.open_now(), "a new registry's gate is open");
-        }
+            None
+        };
         let (entered_tx, entered) = std::sync::mpsc::channel();
         let (go, go_rx) = std::sync::mpsc::channel();
         let s = ShrinkerBuilder::new("blocker")
@@ -1092,9 +1161,7 @@ mod tests {
         });
         assert!(done.load(Ordering::SeqCst));
         assert!(reg.is_empty());
-        if close_gate_first {
-            reg.inner.gate.exit();
-        }
+        drop(hold);
     }
 
     #[test]

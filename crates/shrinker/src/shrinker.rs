@@ -421,12 +421,14 @@ unsafe fn unregister_inner<S: Shrink>(node: NonNull<Node>, registry: &ShrinkerRe
     }
     // 1. Close the gate: walks stop taking light pins, and every light pin
     // taken before is visible to step 2b (pin.rs).
-    let gate = &registry.inner.gate;
-    gate.enter();
-    // 2. Drop the initial reference. If it was the last one (no walker is
+    let gate_hold = registry.inner.gate.enter();
+    // 2. Refuse new pins (node.rs, `try_get`), then drop the initial
+    // reference: only pins already in flight remain to be waited for. If it
+    // was the last one (no walker is
     // inside), nobody will complete `done` and there is nothing to wait
     // for: dec_and_test's Acquire on success already orders every earlier
     // pin's accesses before what follows.
+    n.mark_dying();
     if !n.refcount.dec_and_test() {
         // Acquire (the completion's mutex): the last pin's `put` completes
         // it; every pin's accesses happen-before what follows.
@@ -443,7 +445,7 @@ unsafe fn unregister_inner<S: Shrink>(node: NonNull<Node>, registry: &ShrinkerRe
     // SAFETY: unlinked, id cleared, count zero; ours to give up.
     unsafe { registry.free_rcu(node) };
     // 5. The last unregister out arms the gate's reopening.
-    gate.exit();
+    drop(gate_hold);
     state
 }
 
