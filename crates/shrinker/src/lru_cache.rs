@@ -1072,6 +1072,11 @@ where
     /// assert!(cache.registry().same_as(shrinker::ShrinkerRegistry::global()));
     /// # Ok::<(), shrinker::BuildError>(())
     /// ```
+    ///
+    /// # Blocking
+    ///
+    /// As [`ShrinkerBuilder::build`](crate::ShrinkerBuilder::build): registers the cache's shrinker.
+    /// Dropping the cache unregisters it, which waits for its running callbacks.
     #[cfg(not(loom))]
     pub fn build(self) -> Result<LruCache<K, V>, BuildError> {
         self.build_in(ShrinkerRegistry::global())
@@ -1101,6 +1106,12 @@ where
     /// );
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// # Blocking
+    ///
+    /// As [`ShrinkerBuilder::build_in`](crate::ShrinkerBuilder::build_in): registers the cache's
+    /// shrinker. Dropping the cache unregisters it, which waits for its running
+    /// callbacks.
     pub fn build_in(self, registry: &ShrinkerRegistry) -> Result<LruCache<K, V>, BuildError> {
         // The chicken and the egg (module doc, "Lifetimes"): the hook needs
         // the id, which exists once the shrinker is built, which needs the
@@ -1278,6 +1289,15 @@ where
     /// assert_eq!(cache.insert(GroupId::ROOT, 1, "b")?.as_deref(), Some(&"a"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// # Blocking
+    ///
+    /// Takes the key's shard lock and a list lock, briefly; never waits for
+    /// reclaim or for a grace period.
+    ///
+    /// # Panics
+    ///
+    /// If the weigher panics (the cache is left unchanged).
     #[inline]
     pub fn insert(
         &self,
@@ -1390,6 +1410,15 @@ where
     /// assert_eq!((cache.stats().misses, cache.stats().hits), (1, 1));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// # Blocking
+    ///
+    /// Takes the key's shard lock and a list lock, briefly; never waits for
+    /// reclaim or for a grace period. `f` runs outside every lock.
+    ///
+    /// # Panics
+    ///
+    /// If `f` or the weigher panics (the cache is left unchanged).
     #[inline]
     pub fn get_or_insert_with(
         &self,
@@ -1567,6 +1596,10 @@ where
     /// assert!(!cache.contains_key(&1));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// # Blocking
+    ///
+    /// Takes the key's shard lock for reading.
     #[must_use]
     pub fn peek<Q>(&self, key: &Q) -> Option<Arc<V>>
     where
@@ -1631,6 +1664,10 @@ where
     /// assert!(cache.contains_key(&1) && !cache.contains_key(&2));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// # Blocking
+    ///
+    /// Takes the key's shard lock for reading.
     #[must_use]
     pub fn contains_key<Q>(&self, key: &Q) -> bool
     where

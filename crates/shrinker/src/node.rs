@@ -3,13 +3,13 @@
 //! "inside shrinker X" marker, and the callback wrapper that catches panics
 //! and keeps statistics.
 //!
-//! # States (Linux 6.7's, seed 000)
+//! # States (Linux 6.7's, with the completion of `shrinker_free`)
 //!
 //! | state | entered by | `refcount` | on the list | walkers may call it |
 //! |---|---|---|---|---|
 //! | built | `ShrinkerBuilder::build` | 0 | no | no |
 //! | registered | `Shrinker::register`: link under the mutex, **then** `set_release(1)` | 1 + pins | yes | yes (`try_get` succeeds) |
-//! | draining | `unregister` step 1: put the initial reference; step 2: wait on `done` | → 0 | yes | no (`try_get` fails for good) |
+//! | draining | `unregister` step 2: mark `dying`, put the initial reference, wait on `done` | → 0 | yes | no (`try_get` fails for good; pins in flight finish) |
 //! | unlinked | step 3, under the mutex: unlink (keeping `next`), clear the id slot | 0 | no; walkers standing on it go on through `next` | no |
 //! | freed | step 4: `call_rcu` (`defer_drop`) frees the node after a grace period | — | — | — |
 //!
@@ -206,8 +206,9 @@ impl Node {
     /// already in flight, which unregister waits for. Hence once the
     /// initial reference is dropped no new pin succeeds, and the count
     /// reaches zero as soon as the pins in flight are put, however many
-    /// walks overlap (issue: three walkers without pause starved an
-    /// unregister for more than 10 s when only the count was checked).
+    /// walks overlap (three walkers without pause starved an unregister
+    /// for more than 10 s when only the count was checked:
+    /// `tests/hardening.rs`).
     #[inline]
     #[must_use = "a successful try_get must be balanced by put"]
     pub(crate) fn try_get(&self) -> bool {

@@ -366,6 +366,15 @@ impl ShrinkerRegistry {
     /// assert!(reg.count(id, 0).is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// # Blocking
+    ///
+    /// Runs the shrinker's `count`, which may block.
+    ///
+    /// # Panics
+    ///
+    /// Inside an RCU read-side section (the callback would run inside it), as
+    /// [`shrink`](Self::shrink).
     pub fn count(&self, id: ShrinkerId, node: usize) -> Result<Count, ShrinkError> {
         self.validate_node(node)?;
         self.with_pinned(id, |n| n.count_pinned(node))
@@ -377,6 +386,14 @@ impl ShrinkerRegistry {
     /// # Errors
     ///
     /// As [`count`](Self::count).
+    ///
+    /// # Blocking
+    ///
+    /// Runs the shrinker's `scan`, which may block.
+    ///
+    /// # Panics
+    ///
+    /// Inside an RCU read-side section, as [`shrink`](Self::shrink).
     pub fn scan(&self, id: ShrinkerId, node: usize, nr: usize) -> Result<Scan, ShrinkError> {
         self.validate_node(node)?;
         self.with_pinned(id, |n| n.scan_pinned(node, nr))
@@ -696,6 +713,11 @@ impl RegistryBuilder {
     /// # Errors
     ///
     /// [`BuildError::NoNodes`] for `nodes(0)`.
+    ///
+    /// # Blocking
+    ///
+    /// Reads `/sys/devices/system/node/online` unless [`nodes`](Self::nodes)
+    /// was given.
     pub fn build(self) -> Result<ShrinkerRegistry, BuildError> {
         let nodes = match self.nodes {
             Some(0) => return Err(BuildError::NoNodes),

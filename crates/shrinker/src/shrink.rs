@@ -55,7 +55,7 @@ pub enum Count {
     /// now, or skip me this time" (the kernel's `return 0`).
     Objects(usize),
     /// There is nothing to free at all (the kernel's `SHRINK_EMPTY`). Group
-    /// reclaim (the next issue) uses it to clear the shrinker's bit.
+    /// reclaim uses it to clear the shrinker's bit in the group.
     Empty,
 }
 

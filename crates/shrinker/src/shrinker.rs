@@ -9,7 +9,8 @@
 //!    shrinker, but its count is 0, so `try_get` fails and they skip it.
 //! 2. Outside the mutex, **last**: `refcount.set_release(1)`. From here on
 //!    walkers pin it; the Release pairs with their Acquire `try_get` and
-//!    publishes everything written at build. (Seed 000: "refcount set last".)
+//!    publishes everything written at build (the kernel's rule: the
+//!    refcount is set last).
 //!
 //! # Unregister (`shrinker_free`)
 //!
@@ -20,8 +21,11 @@
 //! 1. Close the registry's gate (pin.rs): walks stop taking light pins. If
 //!    the gate was open (no unregister lately), this waits for one grace
 //!    period; under churn it is already closed and costs a mutex.
-//! 2. Drop the initial reference (`shrinker_put`). `try_get` fails from now
-//!    on: a zero count never rises again. Unless that was the last
+//! 2. Mark the shrinker dying, then drop the initial reference
+//!    (`shrinker_put`). `try_get` fails from now on, even while walks still
+//!    hold pins (the dying mark: node.rs's `try_get`), so overlapping walks
+//!    cannot keep the count up forever; a zero count never rises again.
+//!    Unless that was the last
 //!    reference, wait on the completion until every in-flight refcount pin
 //!    has been put (the last `put` completes it). Then wait until no walker
 //!    holds a light pin on it. "After that, no shrinker is running or will
@@ -30,7 +34,8 @@
 //!    standing on the node), clear and free the id.
 //! 4. Take the private state back (nobody can call it any more) and free the
 //!    node with `call_rcu` — after a grace period, without waiting for one.
-//! 5. Leave the gate; the last one out arms its reopening.
+//! 5. Leave the gate (dropping the hold, so a panic cannot leave it
+//!    closed); the last one out arms its reopening.
 //!
 //! Unregistering waits for this shrinker's running callbacks, and for at
 //! most one grace period per quiet spell: not for other shrinkers, not for
@@ -102,8 +107,9 @@ impl ShrinkerBuilder {
         self
     }
 
-    /// Call it per memory group (`SHRINKER_MEMCG_AWARE`). Stored; memory
-    /// groups arrive with the next issue.
+    /// Call it per memory group (`SHRINKER_MEMCG_AWARE`): group reclaim
+    /// calls it for a group while its bit is set there
+    /// ([`ShrinkerRegistry::set_shrinker_bit`]).
     pub fn group_aware(mut self, on: bool) -> Self {
         self.flags.group_aware = on;
         self
@@ -129,6 +135,11 @@ impl ShrinkerBuilder {
     /// # Errors
     ///
     /// As [`build_in`](Self::build_in).
+    ///
+    /// # Blocking
+    ///
+    /// Takes the global registry's mutex (and, for a group-aware shrinker, its
+    /// groups mutex) to allocate the id.
     #[cfg(not(loom))]
     pub fn build<S: Shrink>(self, state: S) -> Result<Shrinker<S>, BuildError> {
         self.build_in(ShrinkerRegistry::global(), state)
@@ -142,6 +153,11 @@ impl ShrinkerBuilder {
     ///
     /// [`BuildError::EmptyName`]; [`BuildError::TooManyShrinkers`] when the
     /// registry is full; [`BuildError::Alloc`] when memory runs out.
+    ///
+    /// # Blocking
+    ///
+    /// Takes the registry's mutex (and, for a group-aware shrinker, its groups
+    /// mutex) to allocate the id.
     pub fn build_in<S: Shrink>(
         self,
         registry: &ShrinkerRegistry,
@@ -353,6 +369,10 @@ impl<S: Shrink> Registered<S> {
     /// assert_eq!(reg.shrink(&ShrinkRequest { group: g, priority: 0, ..Default::default() })?, 5);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// # Blocking
+    ///
+    /// As [`ShrinkerRegistry::set_shrinker_bit`].
     pub fn set_bit(&self, group: GroupId, node: usize) -> Result<(), crate::ShrinkError> {
         self.registry.set_shrinker_bit(group, node, self.id())
     }
