@@ -144,6 +144,12 @@ pub use request::ShrinkRequest;
 pub use shrink::{Count, Scan, Shrink, ShrinkControl};
 pub use shrinker::{Registered, Shrinker, ShrinkerBuilder};
 
+/// The workspace README's snippets, compiled and run as doctests so that
+/// they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 /// The std/loom switch: every atomic and lock that takes part in a protocol
 /// comes from here. (Statistics counters are std atomics on purpose: see
 /// `node.rs`.)
