@@ -595,7 +595,9 @@ impl<'a> CalloutPin<'a> {
     /// read section in which `node` is live.
     #[inline]
     pub(crate) fn try_ref(node: &'a Node) -> Option<Self> {
-        node.try_get().then_some(CalloutPin { node, light: None })
+        // `then`, not `then_some`: a pin built eagerly for a failed
+        // `try_get` would be dropped, and its drop puts a reference.
+        node.try_get().then(|| CalloutPin { node, light: None })
     }
 
     /// The pinned shrinker.
@@ -820,6 +822,33 @@ mod tests {
             .build_in(&reg, Pool::default())
             .unwrap();
         assert_eq!(t.id(), id);
+    }
+
+    /// A failed `try_ref` leaves the count alone (it once built the pin
+    /// eagerly, with `then_some`, and the dropped pin put a reference that
+    /// was never taken: the torture test then saw callbacks after
+    /// unregister returned).
+    #[test]
+    fn failed_try_ref_puts_nothing() {
+        let reg = registry(1);
+        let s = ShrinkerBuilder::new("p")
+            .build_in(&reg, Pool::with(10))
+            .unwrap();
+        let node = s.node();
+        assert_eq!(node.refcount.read(), 0, "built, not registered");
+        {
+            let _guard = read_lock();
+            assert!(CalloutPin::try_ref(node).is_none());
+        }
+        assert_eq!(node.refcount.read(), 0);
+        let r = s.register();
+        {
+            let guard = read_lock();
+            let pin = CalloutPin::try_ref(r.node()).expect("registered");
+            assert_eq!(r.node().refcount.read(), 2);
+            pin.unpin(&guard);
+        }
+        assert_eq!(r.node().refcount.read(), 1);
     }
 
     #[test]

@@ -215,7 +215,7 @@ unsafe impl<S: Shrink> Sync for Shrinker<S> {}
 
 impl<S: Shrink> Shrinker<S> {
     #[inline]
-    fn node(&self) -> &Node {
+    pub(crate) fn node(&self) -> &Node {
         // SAFETY: owned, live node.
         unsafe { self.node.as_ref() }
     }
@@ -323,7 +323,7 @@ unsafe impl<S: Shrink> Sync for Registered<S> {}
 
 impl<S: Shrink> Registered<S> {
     #[inline]
-    fn node(&self) -> &Node {
+    pub(crate) fn node(&self) -> &Node {
         // SAFETY: the node is freed only by `unregister_inner`, which
         // consumes the handle.
         unsafe { self.node.as_ref() }
