@@ -10,10 +10,10 @@
 //!    `pressure_level` says little until the OOM.
 //! 2. One threshold per mark: stop (85 %), moderate (90 %), critical (97 %) of
 //!    `memory.limit_in_bytes`. On any signal the usage is read and the level computed with
-//!    hysteresis ([`Thresholds`](crate::Thresholds)): the marks only say *when* to look.
+//!    hysteresis ([`Thresholds`]): the marks only say *when* to look.
 //! 3. Also `"<eventfd> <pressure_level fd> medium"` and `"... critical"`: the kernel's own
 //!    reclaim-effort levels, Moderate and Critical, held for
-//!    [`Config::fall_after`](crate::Config::fall_after) (they have no "gone" event either).
+//!    [`Config::fall_after`] (they have no "gone" event either).
 //!    `low` is not registered: it fires on any reclaim, which is normal near a limit.
 //!    Upstream deprecated `pressure_level` in 2024 (it logs a warning on registration);
 //!    its failure is noted and the thresholds carry on.

@@ -16,9 +16,9 @@
 //!
 //! # Level
 //!
-//! The higher of the limit level ([`Thresholds`](crate::Thresholds), with hysteresis) and
+//! The higher of the limit level ([`Thresholds`], with hysteresis) and
 //! the PSI level. `memory.current` has no notification of its own below the limit, so it
-//! is read every [`Config::poll_interval`](crate::Config::poll_interval) (one small read a
+//! is read every [`Config::poll_interval`] (one small read a
 //! second; PSI and `memory.events` cover the fast cases).
 
 use std::fs::File;

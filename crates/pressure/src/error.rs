@@ -40,6 +40,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A live source went away: its PSI trigger reported `POLLERR` (the cgroup was
+    /// removed), its socket's peer closed...
+    #[error("{}: {reason}", path.display())]
+    Gone {
+        /// The file or socket.
+        path: PathBuf,
+        /// What happened.
+        reason: String,
+    },
     /// A source does not apply on this host (no limit set, no PSI, disabled...).
     #[error("{0}")]
     Unavailable(String),
@@ -75,6 +84,13 @@ impl Error {
             path: path.to_owned(),
             op,
             source,
+        }
+    }
+
+    pub(crate) fn gone(path: &Path, reason: &str) -> Self {
+        Error::Gone {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
         }
     }
 

@@ -53,13 +53,13 @@
 pub mod cgroup1;
 pub mod cgroup2;
 mod error;
-mod level;
-mod manual;
+pub mod level;
+pub mod manual;
 pub mod monitor;
 pub mod parse;
-mod polled;
+pub mod polled;
 pub mod psi;
-mod source;
+pub mod source;
 mod sys;
 pub mod systemd;
 

@@ -318,11 +318,18 @@ impl Builder {
             }
         };
         let mut m = Monitor::empty(self.config)?;
-        m.ladder = rest;
         let explicit = first.len() == 1;
-        for rung in first {
-            match m.try_rung(&rung) {
-                Ok(()) => return Ok(m),
+        for (i, rung) in first.iter().enumerate() {
+            match m.try_rung(rung) {
+                Ok(()) => {
+                    // Auto: the rungs below the live one are its fallbacks.
+                    m.ladder = if explicit {
+                        rest
+                    } else {
+                        first[i + 1..].to_vec()
+                    };
+                    return Ok(m);
+                }
                 Err(e) if explicit => return Err(e),
                 Err(_) => {}
             }

@@ -2,9 +2,9 @@
 //! against a byte target.
 //!
 //! Neither file can be waited on, so both are read every
-//! [`Config::poll_interval`](crate::Config::poll_interval) (default 1 s: one `open`, `read`,
+//! [`Config::poll_interval`] (default 1 s: one `open`, `read`,
 //! `close` of a small procfs file per second, nothing measurable). Levels use the same
-//! [`Thresholds`](crate::Thresholds) as the cgroup sources, against `MemTotal` or the
+//! [`Thresholds`] as the cgroup sources, against `MemTotal` or the
 //! target.
 //!
 //! - **MemAvailable** is what Chromium polls on Linux (every 5 s, 75 / 85 % used): it sees

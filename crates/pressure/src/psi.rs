@@ -17,7 +17,7 @@
 //!    with the same stall *share* (`some 150 ms / 1 s` becomes `some 300 ms / 2 s`). Since
 //!    Linux 6.4 and 6.1.42, writers without `CAP_SYS_RESOURCE` get `EINVAL` otherwise;
 //! 3. if that is refused too (`EACCES` on a delegated cgroup file, a seccomp filter...):
-//!    reading the file every [`Config::poll_interval`](crate::Config::poll_interval).
+//!    reading the file every [`Config::poll_interval`].
 //!
 //! Each refusal is kept, with its errno, for [`Source::describe`].
 //!
@@ -26,7 +26,7 @@
 //! PSI says when pressure starts, never when it ends. Every reading compares the `total`
 //! stall counters (µs) with the previous reading: growth at or above the trigger's share
 //! counts as a new event (pressure continuing within a window the kernel will not report
-//! twice). A level falls once [`Config::fall_after`](crate::Config::fall_after) has passed
+//! twice). A level falls once [`Config::fall_after`] has passed
 //! since the last event. While a level is held the source asks to be read every poll
 //! interval; at None with every trigger armed it asks for nothing: idle, it costs nothing.
 //! Polled triggers use `avg10` for the very first reading (no delta yet) and `total`
@@ -212,10 +212,9 @@ impl PsiEngine {
             .map(|(i, _)| i);
         let Some(slot) = slot else { return Ok(()) };
         if error {
-            return Err(Error::io(
+            return Err(Error::gone(
                 &self.path,
-                "polling trigger (POLLERR: the trigger is gone)",
-                io::Error::from_raw_os_error(19),
+                "POLLERR: the PSI trigger is gone (cgroup removed?)",
             ));
         }
         self.last_event[slot] = Some(now);
@@ -290,8 +289,8 @@ impl PsiEngine {
 /// PSI triggers on the system's `/proc/pressure/memory` or on any PSI file (a cgroup's
 /// `memory.pressure`).
 ///
-/// Moderate from [`Config::psi_moderate`](crate::Config::psi_moderate), Critical from
-/// [`Config::psi_critical`](crate::Config::psi_critical); see the
+/// Moderate from [`Config::psi_moderate`], Critical from
+/// [`Config::psi_critical`]; see the
 /// [module documentation](self) for the ladder and for recovery.
 #[derive(Debug)]
 pub struct PsiSource {

@@ -25,8 +25,8 @@
 //!   report end-of-file forever; nothing is written into a FIFO (we would read it back).
 //!
 //! The protocol has a single degree of pressure: an event means
-//! [`Config::systemd_level`](crate::Config::systemd_level) (default Moderate), held for
-//! [`Config::fall_after`](crate::Config::fall_after) after the last event.
+//! [`Config::systemd_level`] (default Moderate), held for
+//! [`Config::fall_after`] after the last event.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -186,7 +186,7 @@ impl SystemdSource {
             let mut s = UnixStream::connect(path).map_err(|e| Error::io(path, "connecting", e))?;
             if let Some(w) = write {
                 s.write_all(w).map_err(|e| Error::io(path, "writing", e))?;
-                wrote = Some(printable(w));
+                wrote = Some(format!("`{}`", printable(w)));
             }
             s.set_nonblocking(true)
                 .map_err(|e| Error::io(path, "setting O_NONBLOCK", e))?;
@@ -197,7 +197,7 @@ impl SystemdSource {
             let mut f = open_rw_nonblock(path, write.is_some())?;
             if let Some(w) = write {
                 f.write_all(w).map_err(|e| Error::io(path, "writing", e))?;
-                wrote = Some(printable(w));
+                wrote = Some(format!("`{}`", printable(w)));
             }
             Endpoint::Stream(f)
         } else if ft.is_file() {
@@ -214,9 +214,9 @@ impl SystemdSource {
                 ));
             }
             wrote = Some(if write.is_some() {
-                printable(w)
+                format!("`{}`", printable(w))
             } else {
-                format!("{} (systemd's default)", printable(w))
+                format!("`{}` (systemd's default)", printable(w))
             });
             Endpoint::Psi(f)
         } else {
@@ -254,7 +254,7 @@ impl Source for SystemdSource {
             self.fall_after
         );
         if let Some(w) = &self.wrote {
-            s.push_str(&format!("; wrote `{w}`"));
+            s.push_str(&format!("; wrote {w}"));
         }
         s
     }
@@ -269,12 +269,12 @@ impl Source for SystemdSource {
     }
 
     fn on_ready(&mut self, _: usize, error: bool, now: Instant) -> Result<(), Error> {
-        let gone = |op| Error::io(&self.path, op, std::io::Error::from_raw_os_error(19));
+        let gone = |why| Error::gone(&self.path, why);
         let mut buf = [0u8; 512];
         match &mut self.endpoint {
             Endpoint::Psi(_) => {
                 if error {
-                    return Err(gone("polling (POLLERR: the trigger is gone)"));
+                    return Err(gone("POLLERR: the PSI trigger is gone"));
                 }
             }
             Endpoint::Stream(f) => loop {
@@ -288,7 +288,7 @@ impl Source for SystemdSource {
             },
             Endpoint::Socket(s) => loop {
                 match s.read(&mut buf) {
-                    Ok(0) => return Err(gone("reading (the peer closed the socket)")),
+                    Ok(0) => return Err(gone("the peer closed the socket")),
                     Ok(_) => continue,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
