@@ -479,7 +479,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+        #![proptest_config(crate::proptest_config())]
         #[test]
         fn level_is_monotonic_in_usage(a in 0u64..1 << 40, b in 0u64..1 << 40, lim in 1u64..1 << 40) {
             let t = Thresholds::default();

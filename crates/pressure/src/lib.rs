@@ -74,3 +74,13 @@ pub use psi::PsiSource;
 pub use source::{Readiness, Source, WatchFd};
 pub use sys::{own_cgroups, OwnCgroups};
 pub use systemd::{SystemdEnv, SystemdSource};
+
+/// Property tests: few cases under Miri, and no failure files (Miri has no `getcwd`).
+#[cfg(test)]
+pub(crate) fn proptest_config() -> proptest::prelude::ProptestConfig {
+    proptest::prelude::ProptestConfig {
+        cases: if cfg!(miri) { 4 } else { 256 },
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    }
+}

@@ -551,7 +551,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+        #![proptest_config(crate::proptest_config())]
         #[test]
         fn no_parser_panics_on_arbitrary_bytes(b in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = psi(&b);
