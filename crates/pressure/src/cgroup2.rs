@@ -239,6 +239,11 @@ impl Source for Cgroup2Source {
 
     fn read(&mut self, now: Instant) -> Result<Reading, Error> {
         let usage = sys::read_parse(&self.current, parse::cgroup_value)?.unwrap_or(0);
+        // Limits change at run time (systemctl set-property, senpai): follow them. A limit
+        // file that went bad keeps the last good limit; memory.current failing kills us.
+        if let Ok(l) = read_limit(&self.dir) {
+            self.limit = l.effective();
+        }
         self.last_read = Some(now);
         let mut r = match self.limit {
             Some(l) => self

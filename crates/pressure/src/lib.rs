@@ -68,7 +68,7 @@ pub use cgroup2::Cgroup2Source;
 pub use error::{Error, ParseError};
 pub use level::{Config, Level, PsiTrigger, Reading, SourceKind, Stall, StallKind, Thresholds};
 pub use manual::{FifoSource, ManualHandle, ManualSource};
-pub use monitor::{Builder, Monitor, SourceSpec};
+pub use monitor::{Builder, Monitor, MonitorWaker, SourceSpec};
 pub use polled::{MemInfoSource, RssSource};
 pub use psi::PsiSource;
 pub use source::{Readiness, Source, WatchFd};

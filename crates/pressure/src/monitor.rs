@@ -40,9 +40,10 @@
 //! logs it (`tracing::warn!`), records "died: ..." for `describe()`, and opens the next
 //! rung. `wait`/`poll_ready` return an error only when no rung is left.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
@@ -366,10 +367,28 @@ pub struct Monitor {
     current: Reading,
     config: Config,
     failovers: u64,
-    events: Vec<epoll::Event>,
+    wake: Arc<OwnedFd>,
 }
 
 const TIMER_TOKEN: u64 = 0;
+const WAKE_TOKEN: u64 = u64::MAX;
+
+/// Interrupts a [`Monitor::wait`] from another thread: the wait returns `Ok(None)`.
+///
+/// For a reclaimer thread that blocks in `wait(None)` and must stop when dropped. Cheap to
+/// clone; `Send + Sync`.
+#[derive(Clone, Debug)]
+pub struct MonitorWaker {
+    fd: Arc<OwnedFd>,
+}
+
+impl MonitorWaker {
+    /// Makes the monitor's current or next `wait` return `Ok(None)` (once per call, or
+    /// once for several calls made before the wait runs).
+    pub fn wake(&self) {
+        sys::signal_eventfd(&*self.fd);
+    }
+}
 
 impl std::fmt::Debug for Monitor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -379,6 +398,13 @@ impl std::fmt::Debug for Monitor {
             .field("ladder", &self.ladder)
             .field("failovers", &self.failovers)
             .finish_non_exhaustive()
+    }
+}
+
+impl AsRawFd for Monitor {
+    /// The epoll fd, for APIs that want a raw fd (tokio's `AsyncFd`).
+    fn as_raw_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
     }
 }
 
@@ -438,7 +464,16 @@ impl Monitor {
             epoll::EventFlags::IN,
         )
         .map_err(|e| Error::sys("epoll_ctl(timerfd)", e))?;
+        let wake = Arc::new(sys::new_eventfd()?);
+        epoll::add(
+            &epoll,
+            &*wake,
+            epoll::EventData::new_u64(WAKE_TOKEN),
+            epoll::EventFlags::IN,
+        )
+        .map_err(|e| Error::sys("epoll_ctl(eventfd)", e))?;
         Ok(Monitor {
+            wake,
             epoll,
             timer,
             source: None,
@@ -449,7 +484,6 @@ impl Monitor {
             current: Reading::new(Level::None, SourceKind::Manual),
             config,
             failovers: 0,
-            events: Vec::with_capacity(16),
         })
     }
 
@@ -552,6 +586,7 @@ impl Monitor {
         &mut self,
         timeout: Option<Duration>,
         read_anyway: bool,
+        woken: &mut bool,
     ) -> Result<Option<Reading>, Error> {
         if self.source.is_none() {
             return Err(Error::NoSource(self.describe()));
@@ -563,25 +598,28 @@ impl Monitor {
             ),
             None => None,
         };
-        self.events.clear();
-        match epoll::wait(
-            &self.epoll,
-            rustix::buffer::spare_capacity(&mut self.events),
-            ts.as_ref(),
-        ) {
-            Ok(_) => {}
+        // On the stack: epoll::Event holds a pointer-sized union, which would make a
+        // Monitor that kept a buffer of them !Send. Level-triggered: what does not fit
+        // here is returned by the next call.
+        let mut buf = [std::mem::MaybeUninit::<epoll::Event>::uninit(); 16];
+        let events = match epoll::wait(&self.epoll, &mut buf[..], ts.as_ref()) {
+            Ok((events, _)) => events,
             Err(rustix::io::Errno::INTR) => return Ok(None),
             Err(e) => return Err(Error::sys("epoll_wait", e)),
-        }
+        };
         let now = Instant::now();
         let before = self.current.level;
         let mut any = read_anyway;
-        let events = std::mem::take(&mut self.events);
         let mut died = None;
-        for ev in &events {
+        for ev in events.iter() {
             let data = ev.data.u64();
             let flags = ev.flags;
             any = true;
+            if data == WAKE_TOKEN {
+                let _ = sys::drain_eventfd(&*self.wake);
+                *woken = true;
+                continue;
+            }
             if data == TIMER_TOKEN {
                 let _ = sys::drain_eventfd(&self.timer); // timerfd reads like an eventfd.
                 continue;
@@ -601,7 +639,6 @@ impl Monitor {
                 }
             }
         }
-        self.events = events;
         if let Some(e) = died {
             self.fail_over(e)?;
         } else if any {
@@ -619,7 +656,8 @@ impl Monitor {
     }
 
     /// Blocks until the level changes or `timeout` passes (`None`: no timeout), and
-    /// returns the reading that changed it.
+    /// returns the reading that changed it; `Ok(None)` on timeout or when a
+    /// [`MonitorWaker`] woke it.
     ///
     /// # Blocking
     /// In `epoll_wait`; an idle event-driven source makes no other system call.
@@ -631,10 +669,11 @@ impl Monitor {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if let Some(r) = self.step(left, false)? {
+            let mut woken = false;
+            if let Some(r) = self.step(left, false, &mut woken)? {
                 return Ok(Some(r));
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if woken || deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
             }
         }
@@ -647,7 +686,14 @@ impl Monitor {
     /// # Errors
     /// As [`wait`](Self::wait).
     pub fn poll_ready(&mut self) -> Result<Option<Reading>, Error> {
-        self.step(Some(Duration::ZERO), true)
+        self.step(Some(Duration::ZERO), true, &mut false)
+    }
+
+    /// A handle that interrupts [`wait`](Self::wait) from another thread.
+    pub fn waker(&self) -> MonitorWaker {
+        MonitorWaker {
+            fd: Arc::clone(&self.wake),
+        }
     }
 
     /// Reads the source now (for a reclaimer checking progress between passes). The
@@ -766,6 +812,28 @@ mod tests {
         assert_eq!(r.available(), Some(10));
         assert_eq!(m.current().level, Level::Critical);
         assert!(m.describe().starts_with("live: manual"));
+    }
+
+    #[test]
+    fn monitor_and_handles_cross_threads() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<Monitor>();
+        send_sync::<ManualHandle>();
+        send_sync::<MonitorWaker>();
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // epoll, eventfd, threads
+    fn waker_interrupts_a_wait_without_timeout() {
+        let (mut m, _h) = Monitor::manual(Config::default()).unwrap();
+        let w = m.waker();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            w.wake();
+        });
+        assert!(m.wait(None).unwrap().is_none());
+        t.join().unwrap();
     }
 
     #[test]
