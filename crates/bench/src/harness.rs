@@ -359,7 +359,8 @@ impl Record {
 
 /// The JSON row: `scenario`, `variant`, `threads`, `metric`, `value` (the median), then `min`,
 /// `max`, `runs`, every ratio (rounded to four decimals) followed by its `_to`, and the extra
-/// keys, in this order. Non-finite figures are `null`.
+/// keys, in this order. Non-finite figures are `null`. [`Record::to_json`] gives the row's
+/// exact text (another serializer writes the same keys but its own number format).
 impl Serialize for Record {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut row = serializer.serialize_map(None)?;
