@@ -1,208 +1,207 @@
-//! Command-line parsing, with plain `std`.
+//! Command-line parsing, with `clap`.
 //!
 //! `shrinker-bench [--json] [--long] [--markdown] [--update-readme PATH] [--list] [SCENARIO...]`
 //!
-//! Parsing is a pure function of the argument list ([`parse`]) so that it can be tested; the
-//! caller prints [`usage`] and exits with status 2 on a [`CliError`].
+//! Parsing is a pure function of the argument list ([`parse`]) so that it can be tested. On an
+//! `Err`, the caller calls [`clap::Error::exit`]: `-h`/`--help` print the help on stdout and
+//! exit with status 0; a bad command line prints the error on stderr and exits with status 2.
+//! Scenario names are checked against [`scenarios::ALL`]; the help lists them with their
+//! summaries, and the error for a misspelt one lists the valid names.
 
-use std::fmt;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValue, PossibleValuesParser};
+use clap::Parser;
+
+use crate::scenarios;
+
 /// What the user asked for.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Parser)]
+#[command(
+    name = "shrinker-bench",
+    override_usage = "shrinker-bench [--json] [--long] [--markdown] [--update-readme PATH] \
+                      [--list] [SCENARIO...]",
+    about = "Runs the named scenarios (all when none is named); build with --release.",
+    // A repeated flag is harmless (and a repeated `--update-readme` keeps the last path), as
+    // it was before clap.
+    args_override_self = true
+)]
 pub struct Options {
-    /// Print JSON lines instead of tables.
+    /// One JSON object per line on stdout instead of tables.
+    #[arg(long)]
     pub json: bool,
-    /// More and longer repetitions.
+    /// 15 repetitions of longer runs (steadier; about 4x the time).
+    #[arg(long)]
     pub long: bool,
-    /// Print tables as markdown.
+    /// Print the tables as markdown.
+    #[arg(long)]
     pub markdown: bool,
-    /// Splice the markdown tables into this file between the bench markers.
+    /// Replace the text between <!-- bench:begin --> and <!-- bench:end --> in PATH.
+    #[arg(long, value_name = "PATH")]
     pub update_readme: Option<PathBuf>,
     /// List the scenarios and exit.
+    #[arg(long)]
     pub list: bool,
-    /// Print the usage and exit.
-    pub help: bool,
-    /// Scenarios to run, in the order given, without duplicates; empty means all.
+    /// Scenarios to run, in the order given, without duplicates (all when none is named).
+    #[arg(value_name = "SCENARIO", value_parser = scenario_names())]
     pub scenarios: Vec<String>,
 }
 
-/// A command line that cannot be obeyed.
-#[derive(Clone, Debug, PartialEq)]
-pub enum CliError {
-    /// A flag that does not exist.
-    UnknownFlag(String),
-    /// A scenario name that is not in the registry.
-    UnknownScenario(String),
-    /// A flag that needs a value was last.
-    MissingValue(&'static str),
+/// The valid scenario names, each with its summary for the help.
+fn scenario_names() -> PossibleValuesParser {
+    PossibleValuesParser::new(
+        scenarios::ALL
+            .iter()
+            .map(|s| PossibleValue::new(s.name).help(s.summary)),
+    )
 }
 
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CliError::UnknownFlag(flag) => write!(f, "unknown flag `{flag}`"),
-            CliError::UnknownScenario(name) => write!(f, "unknown scenario `{name}`"),
-            CliError::MissingValue(flag) => write!(f, "`{flag}` needs a value"),
-        }
-    }
-}
-
-impl std::error::Error for CliError {}
-
-/// The flags, for the usage text: (flag, description).
-pub const FLAGS: &[(&str, &str)] = &[
-    (
-        "--json",
-        "one JSON object per line on stdout instead of tables",
-    ),
-    (
-        "--long",
-        "15 repetitions of longer runs (steadier; about 4x the time)",
-    ),
-    ("--markdown", "print the tables as markdown"),
-    (
-        "--update-readme PATH",
-        "replace the text between <!-- bench:begin --> and <!-- bench:end --> in PATH",
-    ),
-    ("--list", "list the scenarios and exit"),
-    ("-h, --help", "print this help and exit"),
-];
-
-/// Parses the arguments (without the program name) against the known scenario names.
+/// Parses the arguments (without the program name).
 ///
 /// # Errors
 ///
-/// An unknown flag, an unknown scenario or `--update-readme` without a path.
-pub fn parse<I, S>(args: I, known: &[&str]) -> Result<Options, CliError>
+/// A [`clap::Error`] for an unknown flag, an unknown scenario or `--update-readme` without a
+/// path (exit status 2), and for `-h`/`--help` (kind [`clap::error::ErrorKind::DisplayHelp`],
+/// exit status 0, the help as its text).
+pub fn parse<I, T>(args: I) -> Result<Options, clap::Error>
 where
-    I: IntoIterator<Item = S>,
-    S: Into<String>,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
 {
-    let mut opts = Options::default();
-    let mut args = args.into_iter().map(Into::into);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--json" => opts.json = true,
-            "--long" => opts.long = true,
-            "--markdown" => opts.markdown = true,
-            "--list" => opts.list = true,
-            "-h" | "--help" => opts.help = true,
-            "--update-readme" => {
-                let path = args
-                    .next()
-                    .ok_or(CliError::MissingValue("--update-readme"))?;
-                opts.update_readme = Some(PathBuf::from(path));
-            }
-            _ if arg.starts_with("--update-readme=") => {
-                let path = &arg["--update-readme=".len()..];
-                if path.is_empty() {
-                    return Err(CliError::MissingValue("--update-readme"));
-                }
-                opts.update_readme = Some(PathBuf::from(path));
-            }
-            _ if arg.starts_with('-') => return Err(CliError::UnknownFlag(arg)),
-            _ if known.contains(&arg.as_str()) => {
-                if !opts.scenarios.contains(&arg) {
-                    opts.scenarios.push(arg);
-                }
-            }
-            _ => return Err(CliError::UnknownScenario(arg)),
+    let program = std::iter::once(OsString::from("shrinker-bench"));
+    let mut opts = Options::try_parse_from(program.chain(args.into_iter().map(Into::into)))?;
+    let mut unique: Vec<String> = Vec::with_capacity(opts.scenarios.len());
+    for name in opts.scenarios.drain(..) {
+        if !unique.contains(&name) {
+            unique.push(name);
         }
     }
+    opts.scenarios = unique;
     Ok(opts)
-}
-
-/// The usage text: synopsis, flags and the valid scenario names with their summaries.
-pub fn usage(scenarios: &[(&str, &str)]) -> String {
-    let mut out = String::from(
-        "usage: shrinker-bench [--json] [--long] [--markdown] [--update-readme PATH] [--list] \
-         [SCENARIO...]\n\nRuns the named scenarios (all when none is named); build with \
-         --release.\n\nflags:\n",
-    );
-    for (flag, what) in FLAGS {
-        out.push_str(&format!("  {flag:<22} {what}\n"));
-    }
-    out.push_str("\nscenarios:\n");
-    for (name, what) in scenarios {
-        out.push_str(&format!("  {name:<22} {what}\n"));
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
     use super::*;
 
-    const KNOWN: &[&str] = &["rcu-read", "rcu-sync", "call-rcu"];
+    #[test]
+    fn command_is_well_formed() {
+        Options::command().debug_assert();
+    }
 
     #[test]
     fn empty_means_all_defaults() {
-        assert_eq!(parse(Vec::<String>::new(), KNOWN), Ok(Options::default()));
+        assert_eq!(parse(Vec::<String>::new()).unwrap(), Options::default());
     }
 
     #[test]
     fn flags_and_scenarios() {
-        let o = parse(
-            [
-                "--json",
-                "rcu-sync",
-                "--long",
-                "--markdown",
-                "rcu-read",
-                "rcu-sync",
-            ],
-            KNOWN,
-        )
+        let o = parse([
+            "--json",
+            "rcu-sync",
+            "--long",
+            "--markdown",
+            "rcu-read",
+            "rcu-sync",
+        ])
         .unwrap();
-        assert!(o.json && o.long && o.markdown && !o.list && !o.help);
-        assert_eq!(o.scenarios, ["rcu-sync", "rcu-read"]);
+        assert_eq!(
+            o,
+            Options {
+                json: true,
+                long: true,
+                markdown: true,
+                update_readme: None,
+                list: false,
+                scenarios: vec!["rcu-sync".into(), "rcu-read".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn repeated_flags_are_accepted() {
+        let o = parse([
+            "--json",
+            "--json",
+            "--update-readme",
+            "a",
+            "--update-readme=b",
+        ])
+        .unwrap();
+        assert!(o.json);
+        assert_eq!(o.update_readme, Some(PathBuf::from("b")));
     }
 
     #[test]
     fn update_readme_both_spellings() {
-        let o = parse(["--update-readme", "README.md"], KNOWN).unwrap();
+        let o = parse(["--update-readme", "README.md"]).unwrap();
         assert_eq!(o.update_readme, Some(PathBuf::from("README.md")));
-        let o = parse(["--update-readme=docs/x.md", "call-rcu"], KNOWN).unwrap();
+        let o = parse(["--update-readme=docs/x.md", "call-rcu"]).unwrap();
         assert_eq!(o.update_readme, Some(PathBuf::from("docs/x.md")));
         assert_eq!(o.scenarios, ["call-rcu"]);
-        assert_eq!(
-            parse(["--update-readme"], KNOWN),
-            Err(CliError::MissingValue("--update-readme"))
-        );
-        assert_eq!(
-            parse(["--update-readme="], KNOWN),
-            Err(CliError::MissingValue("--update-readme"))
-        );
+        for args in [&["--update-readme"][..], &["--update-readme="]] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+            assert!(e.to_string().contains("--update-readme"), "{e}");
+        }
     }
 
     #[test]
-    fn unknown_names_are_errors() {
-        assert_eq!(
-            parse(["--fast"], KNOWN),
-            Err(CliError::UnknownFlag("--fast".into()))
-        );
-        assert_eq!(
-            parse(["rcu-raed"], KNOWN),
-            Err(CliError::UnknownScenario("rcu-raed".into()))
-        );
-        assert_eq!(
-            parse(["-x"], KNOWN),
-            Err(CliError::UnknownFlag("-x".into()))
-        );
+    fn unknown_names_are_errors_with_status_2() {
+        for flag in ["--fast", "-x", "--version"] {
+            let e = parse([flag]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::UnknownArgument, "{flag}");
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains(flag), "{e}");
+        }
+        let e = parse(["rcu-raed"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidValue);
+        assert_eq!(e.exit_code(), 2);
+        // The message names the bad value and lists every valid one.
+        let msg = e.to_string();
+        assert!(msg.contains("rcu-raed"), "{msg}");
+        for s in scenarios::ALL {
+            assert!(msg.contains(s.name), "{} missing from: {msg}", s.name);
+        }
     }
 
     #[test]
     fn list_and_help() {
-        assert!(parse(["--list"], KNOWN).unwrap().list);
-        assert!(parse(["-h"], KNOWN).unwrap().help);
-        assert!(parse(["--help"], KNOWN).unwrap().help);
+        assert!(parse(["--list"]).unwrap().list);
+        for flag in ["-h", "--help"] {
+            let e = parse([flag]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::DisplayHelp, "{flag}");
+            assert_eq!(e.exit_code(), 0);
+        }
     }
 
     #[test]
-    fn usage_lists_scenarios_and_flags() {
-        let u = usage(&[("rcu-read", "reads"), ("call-rcu", "callbacks")]);
-        assert!(u.contains("rcu-read") && u.contains("call-rcu"));
-        assert!(u.contains("--update-readme PATH") && u.contains("--json"));
+    fn help_lists_flags_and_scenarios() {
+        let help = Options::command().render_long_help().to_string();
+        assert!(help.contains(
+            "shrinker-bench [--json] [--long] [--markdown] [--update-readme PATH] [--list] \
+             [SCENARIO...]"
+        ));
+        for flag in [
+            "--json",
+            "--long",
+            "--markdown",
+            "--update-readme <PATH>",
+            "--list",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        }
+        for s in scenarios::ALL {
+            assert!(help.contains(s.name), "{} missing from:\n{help}", s.name);
+            assert!(
+                help.contains(s.summary),
+                "{} missing from:\n{help}",
+                s.summary
+            );
+        }
     }
 }

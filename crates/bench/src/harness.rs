@@ -22,15 +22,18 @@
 //!
 //! A scenario returns a [`Report`]: a title, notes (the definitions a reader needs) and one
 //! [`Record`] per (variant, threads, metric). The harness renders reports as aligned text
-//! ([`render_text`]), as markdown ([`render_markdown`]) or as JSON lines ([`Record::to_json`]);
-//! scenarios never format output themselves.
+//! ([`render_text`]), as markdown ([`render_markdown`]) or as JSON lines ([`Record::to_json`],
+//! through `serde_json`); scenarios never format output themselves.
 
 use std::fmt::{self, Write as _};
-use std::io::{IsTerminal, Write as _};
+use std::io::{self, IsTerminal, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
 
 /// How many operations a worker runs between two looks at the stop flag.
 ///
@@ -296,15 +299,6 @@ pub struct Ratio {
     pub value: f64,
 }
 
-/// An extra JSON value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Json {
-    /// A string, escaped on output.
-    Str(String),
-    /// A number; non-finite values are written as `null`.
-    Num(f64),
-}
-
 /// One measured figure: the unit of the JSON interface (DESIGN.md §7).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {
@@ -320,8 +314,8 @@ pub struct Record {
     pub summary: Summary,
     /// Ratios to reference figures, filled in by [`add_ratio_to_variant`] and friends.
     pub ratios: Vec<Ratio>,
-    /// Extra JSON keys (e.g. `barrier_mode`).
-    pub extra: Vec<(&'static str, Json)>,
+    /// Extra JSON keys (e.g. `barrier_mode`), written after the ratios in this order.
+    pub extra: Vec<(&'static str, Value)>,
 }
 
 impl Record {
@@ -345,45 +339,61 @@ impl Record {
     }
 
     /// Adds an extra JSON key.
-    pub fn with_extra(mut self, key: &'static str, value: Json) -> Self {
-        self.extra.push((key, value));
+    pub fn with_extra(mut self, key: &'static str, value: impl Into<Value>) -> Self {
+        self.extra.push((key, value.into()));
         self
     }
 
-    /// One JSON object on one line: `scenario`, `variant`, `threads`, `metric`, `value` (the
-    /// median), then `min`, `max`, `runs`, every ratio with its `_to`, and the extra keys.
+    /// One JSON object on one line, without the newline: see the [`Serialize`] impl for the
+    /// keys, and [`RowFormatter`] for how numbers are written.
     pub fn to_json(&self) -> String {
-        let mut out = String::from("{");
-        let mut field = |key: &str, value: String| {
-            if out.len() > 1 {
-                out.push(',');
-            }
-            out.push_str(&json_string(key));
-            out.push(':');
-            out.push_str(&value);
-        };
-        field("scenario", json_string(self.scenario));
-        field("variant", json_string(self.variant));
-        field("threads", self.threads.to_string());
-        field("metric", json_string(self.metric));
-        field("value", json_number(self.summary.median));
-        field("min", json_number(self.summary.min));
-        field("max", json_number(self.summary.max));
-        field("runs", self.summary.runs.to_string());
+        let mut out = Vec::new();
+        self.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut out,
+            RowFormatter,
+        ))
+        .expect("a Record has string keys and writes into memory: serializing it cannot fail");
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
+}
+
+/// The JSON row: `scenario`, `variant`, `threads`, `metric`, `value` (the median), then `min`,
+/// `max`, `runs`, every ratio (rounded to four decimals) followed by its `_to`, and the extra
+/// keys, in this order. Non-finite figures are `null`. [`Record::to_json`] gives the row's
+/// exact text (another serializer writes the same keys but its own number format).
+impl Serialize for Record {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut row = serializer.serialize_map(None)?;
+        row.serialize_entry("scenario", self.scenario)?;
+        row.serialize_entry("variant", self.variant)?;
+        row.serialize_entry("threads", &self.threads)?;
+        row.serialize_entry("metric", self.metric)?;
+        row.serialize_entry("value", &self.summary.median)?;
+        row.serialize_entry("min", &self.summary.min)?;
+        row.serialize_entry("max", &self.summary.max)?;
+        row.serialize_entry("runs", &self.summary.runs)?;
         for r in &self.ratios {
             // Four decimals: a ratio between noisy medians has no more meaning than that.
-            field(r.key, json_number((r.value * 1e4).round() / 1e4));
-            field(&format!("{}_to", r.key), json_string(&r.to));
+            row.serialize_entry(r.key, &((r.value * 1e4).round() / 1e4))?;
+            row.serialize_entry(&format!("{}_to", r.key), &r.to)?;
         }
         for (key, value) in &self.extra {
-            let v = match value {
-                Json::Str(s) => json_string(s),
-                Json::Num(x) => json_number(*x),
-            };
-            field(key, v);
+            row.serialize_entry(key, value)?;
         }
-        out.push('}');
-        out
+        row.end()
+    }
+}
+
+/// serde_json's compact output, except that a float is written by Rust's `Display`: the
+/// shortest digits that round-trip, never an exponent, and no `.0` on an integral value
+/// (`2`, `0.0000001`), the form the rows have always had and other tools read. serde_json
+/// itself writes NaN and the infinities as `null` before a formatter sees them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RowFormatter;
+
+impl serde_json::ser::Formatter for RowFormatter {
+    fn write_f64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
+        write!(writer, "{value}")
     }
 }
 
@@ -447,38 +457,6 @@ pub struct Report {
 // ---------------------------------------------------------------------------------------------
 // Rendering
 // ---------------------------------------------------------------------------------------------
-
-/// Escapes `s` as a JSON string literal, quotes included (RFC 8259 §7).
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A JSON number; NaN and infinities (which JSON cannot express) become `null`.
-pub fn json_number(x: f64) -> String {
-    if x.is_finite() {
-        // Rust's `Display` for f64 never uses an exponent and prints the shortest string that
-        // round-trips, so this is always a valid JSON number.
-        format!("{x}")
-    } else {
-        "null".to_string()
-    }
-}
 
 /// A figure with about three significant digits; `-` when there is none.
 pub fn format_value(x: f64) -> String {
@@ -726,30 +704,12 @@ mod tests {
     }
 
     #[test]
-    fn json_string_escapes() {
-        assert_eq!(json_string("plain"), r#""plain""#);
-        assert_eq!(json_string("a\"b\\c"), r#""a\"b\\c""#);
-        assert_eq!(json_string("l1\nl2\tx\r"), r#""l1\nl2\tx\r""#);
-        assert_eq!(json_string("\u{1}\u{1f}"), r#""\u0001\u001f""#);
-        assert_eq!(json_string("µs → ×"), "\"µs → ×\"");
-    }
-
-    #[test]
     fn thousands_separators() {
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(thousands(10_000), "10,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
-    }
-
-    #[test]
-    fn json_number_is_valid_json() {
-        assert_eq!(json_number(1.5), "1.5");
-        assert_eq!(json_number(2.0), "2");
-        assert_eq!(json_number(1e-7), "0.0000001");
-        assert_eq!(json_number(f64::NAN), "null");
-        assert_eq!(json_number(f64::INFINITY), "null");
     }
 
     fn sample_records() -> Vec<Record> {
@@ -766,9 +726,7 @@ mod tests {
         let mut records = sample_records();
         add_ratio_to_variant(&mut records, "peer");
         add_ratio_to_one_thread(&mut records);
-        let r = records[2]
-            .clone()
-            .with_extra("barrier_mode", Json::Str("membarrier".into()));
+        let r = records[2].clone().with_extra("barrier_mode", "membarrier");
         assert_eq!(
             r.to_json(),
             concat!(
@@ -813,5 +771,174 @@ mod tests {
         let text = render_text(&report);
         assert!(text.starts_with("rcu-read — t\n"));
         assert!(text.contains("vs 1 thread"));
+    }
+
+    /// The hand-written JSON writer this module had before serde_json, kept as the oracle that
+    /// the serde rows are the same bytes.
+    mod hand_written {
+        use std::fmt::Write as _;
+
+        use serde_json::Value;
+
+        use crate::harness::Record;
+
+        pub fn string(s: &str) -> String {
+            let mut out = String::from("\"");
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if u32::from(c) < 0x20 => {
+                        let _ = write!(out, "\\u{:04x}", u32::from(c));
+                    }
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+
+        pub fn number(x: f64) -> String {
+            if x.is_finite() {
+                format!("{x}")
+            } else {
+                "null".to_string()
+            }
+        }
+
+        pub fn row(r: &Record) -> String {
+            let mut fields = vec![
+                ("scenario".to_string(), string(r.scenario)),
+                ("variant".to_string(), string(r.variant)),
+                ("threads".to_string(), r.threads.to_string()),
+                ("metric".to_string(), string(r.metric)),
+                ("value".to_string(), number(r.summary.median)),
+                ("min".to_string(), number(r.summary.min)),
+                ("max".to_string(), number(r.summary.max)),
+                ("runs".to_string(), r.summary.runs.to_string()),
+            ];
+            for ratio in &r.ratios {
+                let rounded = (ratio.value * 1e4).round() / 1e4;
+                fields.push((ratio.key.to_string(), number(rounded)));
+                fields.push((format!("{}_to", ratio.key), string(&ratio.to)));
+            }
+            for (key, value) in &r.extra {
+                let v = match value {
+                    Value::String(s) => string(s),
+                    Value::Number(n) => number(n.as_f64().unwrap()),
+                    Value::Null => "null".to_string(),
+                    other => panic!("the hand-written writer had no {other:?}"),
+                };
+                fields.push((key.to_string(), v));
+            }
+            let body: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| format!("{}:{v}", string(k)))
+                .collect();
+            format!("{{{}}}", body.join(","))
+        }
+    }
+
+    /// A record whose every figure (median, min, max, ratio, one extra) is `x`.
+    fn record_of(x: f64) -> Record {
+        let mut r = Record::new("s", "v", 2, "m", &[x]).with_extra("extra", x);
+        r.ratios.push(Ratio {
+            key: "ratio",
+            to: "ref".into(),
+            header: "vs ref".into(),
+            value: x,
+        });
+        r
+    }
+
+    #[test]
+    fn rows_write_numbers_as_the_hand_written_writer_did() {
+        let special = [
+            0.0,
+            -0.0,
+            1.0,
+            2.0,
+            1.5,
+            0.1 + 0.2,
+            1.0 / 3.0,
+            1e-7,
+            1e-300,
+            5e-324,
+            f64::MIN_POSITIVE,
+            1e15,
+            1e16,
+            1e17,
+            1e21,
+            1e300,
+            f64::MAX,
+            -f64::MAX,
+            6.332895608533911,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        // Deterministic pseudo-random bit patterns (splitmix64): every exponent and mantissa.
+        let mut seed = 0x5eed_u64;
+        let random = std::iter::repeat_with(move || {
+            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            f64::from_bits(z ^ (z >> 31))
+        });
+        for x in special.into_iter().chain(random.take(10_000)) {
+            let r = record_of(x);
+            assert_eq!(r.to_json(), hand_written::row(&r), "{x:e}");
+        }
+        assert_eq!(
+            record_of(2.0).to_json(),
+            concat!(
+                r#"{"scenario":"s","variant":"v","threads":2,"metric":"m","value":2,"min":2,"#,
+                r#""max":2,"runs":1,"ratio":2,"ratio_to":"ref","extra":2}"#
+            )
+        );
+        assert!(record_of(1e-7).to_json().contains(r#""value":0.0000001,"#));
+        assert!(record_of(f64::NAN)
+            .to_json()
+            .contains(r#""value":null,"min":null,"max":null,"runs":1,"ratio":null,"#));
+        // Integer extras are written as integers.
+        let r = Record::new("s", "v", 1, "m", &[]).with_extra("n", 10_000_usize);
+        assert!(
+            r.to_json().ends_with(r#""runs":0,"n":10000}"#),
+            "{}",
+            r.to_json()
+        );
+    }
+
+    #[test]
+    fn rows_escape_strings_as_the_hand_written_writer_did() {
+        // Every ASCII character (but two, below) and some beyond, in a ratio's `_to` and in a
+        // string extra.
+        let mut texts: Vec<String> = (0..0x80_u8)
+            .filter(|&b| b != 0x08 && b != 0x0c)
+            .map(|b| format!("a{}b", char::from(b)))
+            .collect();
+        texts.extend(["", "µs → ×", "\u{2028}\u{7f}", "🦀", "a\"b\\c\nd"].map(String::from));
+        for text in &texts {
+            let mut r = Record::new("s", "v", 1, "m", &[1.0]).with_extra("x", text.as_str());
+            r.ratios.push(Ratio {
+                key: "ratio",
+                to: text.clone(),
+                header: "vs".into(),
+                value: 1.0,
+            });
+            assert_eq!(r.to_json(), hand_written::row(&r), "{text:?}");
+        }
+        // Backspace and form feed: serde_json writes the short escapes `\b` and `\f` where the
+        // hand-written writer wrote `\u0008` and `\u000c`; both are JSON for the same string
+        // (no name, variant or metric contains either).
+        let r = Record::new("s", "v", 1, "m", &[1.0]).with_extra("x", "\u{8}\u{c}");
+        let json = r.to_json();
+        assert!(json.ends_with(r#""x":"\b\f"}"#), "{json}");
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["x"], "\u{8}\u{c}");
     }
 }

@@ -15,7 +15,7 @@
 //!
 //! - [`harness`]: timed multi-thread runs, statistics, tables, JSON lines, the progress line.
 //! - [`scenarios`]: one module per scenario and the registry [`scenarios::ALL`].
-//! - [`cli`]: argument parsing; [`readme`]: `--update-readme` and the machine description.
+//! - [`cli`]: argument parsing (clap); [`readme`]: `--update-readme` and the machine description.
 //!
 //! Output contract: progress goes to stderr; stdout carries only the result (tables, markdown,
 //! or one JSON object per line with the keys `scenario`, `variant`, `threads`, `metric`,
@@ -36,22 +36,14 @@ fn main() -> ExitCode {
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let known: Vec<&str> = scenarios::ALL.iter().map(|s| s.name).collect();
-    let catalogue: Vec<(&str, &str)> = scenarios::ALL.iter().map(|s| (s.name, s.summary)).collect();
-    let opts = match cli::parse(args.iter().cloned(), &known) {
+    let opts = match cli::parse(&args) {
         Ok(opts) => opts,
-        Err(e) => {
-            eprintln!("shrinker-bench: {e}\n\n{}", cli::usage(&catalogue));
-            return ExitCode::from(2);
-        }
+        // The help on stdout with status 0, or the error on stderr with status 2.
+        Err(e) => e.exit(),
     };
-    if opts.help {
-        print!("{}", cli::usage(&catalogue));
-        return ExitCode::SUCCESS;
-    }
     if opts.list {
-        for (name, summary) in &catalogue {
-            println!("{name:<16} {summary}");
+        for s in scenarios::ALL {
+            println!("{:<16} {}", s.name, s.summary);
         }
         return ExitCode::SUCCESS;
     }

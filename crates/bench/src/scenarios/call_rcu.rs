@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_epoch as epoch;
 
 use super::Scenario;
-use crate::harness::{self, Config, Json, Progress, Record, Report};
+use crate::harness::{self, Config, Progress, Record, Report};
 
 /// The registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -130,8 +130,8 @@ fn run(cfg: &Config, progress: &mut Progress) -> Report {
         ),
     ];
     for r in &mut records {
-        r.extra.push(("barrier_mode", Json::Str(mode.clone())));
-        r.extra.push(("n", Json::Num(N as f64)));
+        r.extra.push(("barrier_mode", mode.clone().into()));
+        r.extra.push(("n", N.into()));
     }
     records.push(Record::new(
         NAME,

@@ -27,7 +27,7 @@ use crossbeam_epoch as epoch;
 use seize::Guard as _;
 
 use super::{OpVariant, Payload, Scenario};
-use crate::harness::{self, Config, Json, Progress, Report};
+use crate::harness::{self, Config, Progress, Report};
 
 /// The registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -71,7 +71,7 @@ fn run(cfg: &Config, progress: &mut Progress) -> Report {
         super::measure_op_variants(cfg, progress, NAME, METRIC, VARIANTS, &THREADS, REFERENCE);
     let mode = super::rcu_sync::barrier_mode_name();
     for r in records.iter_mut().filter(|r| r.variant == "shrinker-rcu") {
-        r.extra.push(("barrier_mode", Json::Str(mode.clone())));
+        r.extra.push(("barrier_mode", mode.clone().into()));
     }
     Report {
         scenario: NAME,

@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{Payload, Scenario};
-use crate::harness::{self, format_value, Config, Json, Progress, Record, Report};
+use crate::harness::{self, format_value, Config, Progress, Record, Report};
 
 /// The registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -125,9 +125,9 @@ fn run(cfg: &Config, progress: &mut Progress) -> Report {
         Record::new(NAME, "shrinker-rcu", 1, "us_p99", &sync_p99),
     ];
     for r in &mut records {
-        r.extra.push(("barrier_mode", Json::Str(mode.clone())));
+        r.extra.push(("barrier_mode", mode.clone().into()));
         r.extra
-            .push(("reader_sections_per_call", Json::Num(overlap.round())));
+            .push(("reader_sections_per_call", overlap.round().into()));
     }
     if membarrier {
         records.push(Record::new(NAME, REFERENCE, 1, "us_median", &mb_med));

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::Scenario;
-use crate::harness::{self, Config, Json, Progress, Record, Report};
+use crate::harness::{self, Config, Progress, Record, Report};
 
 #[path = "../../../sync/examples/address_space.rs"]
 #[allow(dead_code, missing_docs)]
@@ -141,7 +141,7 @@ fn run(cfg: &Config, progress: &mut Progress) -> Report {
         let per_sec: Vec<f64> = reps.iter().map(|s| s.0).collect();
         records.push(
             Record::new(NAME, v.name, READERS, "lookups_per_sec", &per_sec)
-                .with_extra("writers", Json::Num(1.0)),
+                .with_extra("writers", 1),
         );
     }
     for (i, v) in VARIANTS.iter().enumerate() {

@@ -22,7 +22,7 @@ use shrinker::{
 use shrinker_rcu::{read_lock, RcuList};
 
 use super::Scenario;
-use crate::harness::{self, Config, Json, Progress, Record, Report};
+use crate::harness::{self, Config, Progress, Record, Report};
 
 /// The registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -405,7 +405,7 @@ fn run(cfg: &Config, progress: &mut Progress) -> Report {
         for (i, v) in VARIANTS.iter().enumerate() {
             records.push(
                 Record::new(NAME, v.name, threads, "ns_per_shrinker", &quiet[i][t])
-                    .with_extra("shrinkers", Json::Num(SHRINKERS as f64)),
+                    .with_extra("shrinkers", SHRINKERS),
             );
         }
     }

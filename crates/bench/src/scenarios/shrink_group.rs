@@ -23,7 +23,7 @@ use shrinker::{GroupId, Registered, ShrinkRequest, ShrinkerBuilder, ShrinkerRegi
 
 use super::shrink_global::{BaseNode, Cheap};
 use super::Scenario;
-use crate::harness::{self, Config, Json, Progress, Record, Report};
+use crate::harness::{self, Config, Progress, Record, Report};
 
 /// The registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -269,7 +269,7 @@ fn run(cfg: &Config, progress: &mut Progress) -> Report {
             for (i, v) in VARIANTS.iter().enumerate() {
                 part.push(
                     Record::new(NAME, v.name, threads, metric, &data[i][t])
-                        .with_extra("groups", Json::Num(GROUPS as f64)),
+                        .with_extra("groups", GROUPS),
                 );
             }
         }
