@@ -176,6 +176,7 @@ use crate::rcuwait::RcuWait;
 use crate::sync::{Arc, AtomicU32, Ordering};
 use std::error::Error;
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::ptr;
 use std::sync::PoisonError;
@@ -347,6 +348,7 @@ impl<T> RefLockDomain<T> {
             domain: self,
             seq,
             guard,
+            _bound_to_thread: PhantomData,
         }
     }
 
@@ -447,6 +449,34 @@ impl<T: fmt::Debug> fmt::Debug for DomainReadGuard<'_, T> {
 /// `downgrade` either: `std`'s `RwLockWriteGuard::downgrade` needs a newer
 /// Rust than this crate's MSRV, and loom has none.)
 ///
+/// # Thread binding
+///
+/// The guard is neither `Sync` nor `Send`: one write cycle is one thread's.
+///
+/// * `!Sync`: the write side of every [`RefLock`] assumes a single writer per
+///   domain. Two threads sharing one guard could `start_write` the same
+///   object at once (both add `OFFSET`, the count passes `2 * OFFSET` and the
+///   wait for `OFFSET + 1` never ends), wait on the domain's single-waiter
+///   [`RcuWait`] together, or trust a `lock_seq` another thread stored
+///   `Relaxed` while its wait for readers is still going on.
+/// * `!Send`: it holds the big lock's `std::sync::RwLockWriteGuard`, which
+///   must be released on the thread that took it (already `!Send`); the
+///   marker states it for every build, loom's included.
+///
+/// ```compile_fail
+/// // A write guard cannot be shared between threads (`!Sync`).
+/// fn shared<T: Sync>(_: &T) {}
+/// let d = shrinker_sync::RefLockDomain::new(());
+/// shared(&d.write());
+/// ```
+///
+/// ```compile_fail
+/// // Nor moved to another thread (`!Send`).
+/// fn moved<T: Send>(_: T) {}
+/// let d = shrinker_sync::RefLockDomain::new(());
+/// moved(d.write());
+/// ```
+///
 /// # Examples
 ///
 /// ```
@@ -464,6 +494,9 @@ pub struct DomainWriteGuard<'a, T> {
     /// This cycle's (odd) sequence.
     seq: u64,
     guard: RwLockWriteGuard<'a, T>,
+    /// `!Sync` and `!Send`, in every build (std's guard is `!Send` but `Sync`
+    /// for `T: Sync`, loom's may differ). See "Thread binding" above.
+    _bound_to_thread: PhantomData<*const ()>,
 }
 
 impl<T> DomainWriteGuard<'_, T> {
@@ -886,7 +919,8 @@ impl RefLock {
             );
         }
         // Relaxed: `lock_seq` equals this cycle's number only if this thread
-        // (the guard is not Send) stored it, earlier in this cycle.
+        // (the guard is neither Send nor Sync) stored it, earlier in this
+        // cycle.
         if self.lock_seq.load(Ordering::Relaxed) == guard.seq {
             return;
         }
