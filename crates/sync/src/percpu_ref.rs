@@ -91,6 +91,11 @@
 //! slots, and removing it in the same add as the sum means there is no moment
 //! where the count is exact but incomplete.
 //!
+//! The counter is modular, as the kernel's `atomic_long_t`: it does not
+//! saturate. One call moves it by at most `isize::MAX` (larger `nr` panic
+//! before any change), and `put_many(0)` is a no-op, so no single call can
+//! turn a get into a put or re-run `release` on a zero count.
+//!
 //! # The switch to atomic, step by step
 //!
 //! 1. Under the switch mutex: wait out any switch already in flight, set
@@ -421,10 +426,15 @@ impl PercpuRef {
     }
 
     /// Takes `nr` references (`percpu_ref_get_many`); see [`get`](Self::get).
+    /// `nr == 0` takes nothing.
     ///
     /// # Ordering
     ///
     /// **Unordered** for the caller's data.
+    ///
+    /// # Panics
+    ///
+    /// If `nr > isize::MAX`, before changing anything.
     ///
     /// # Examples
     ///
@@ -435,6 +445,7 @@ impl PercpuRef {
     /// r.put_many(3);
     /// ```
     #[inline]
+    #[track_caller]
     pub fn get_many(&self, nr: usize) {
         self.data.get_many(nr);
     }
@@ -464,11 +475,16 @@ impl PercpuRef {
     }
 
     /// Takes `nr` references unless the count is zero
-    /// (`percpu_ref_tryget_many`); see [`tryget`](Self::tryget).
+    /// (`percpu_ref_tryget_many`); see [`tryget`](Self::tryget). With
+    /// `nr == 0` it takes nothing and says whether the count is non-zero.
     ///
     /// # Ordering
     ///
     /// **No ordering promised for the caller's data** on success.
+    ///
+    /// # Panics
+    ///
+    /// If `nr > isize::MAX`, before changing anything.
     ///
     /// # Examples
     ///
@@ -480,6 +496,7 @@ impl PercpuRef {
     /// ```
     #[inline]
     #[must_use = "a successful tryget takes references that must be put"]
+    #[track_caller]
     pub fn tryget_many(&self, nr: usize) -> bool {
         self.data.tryget_many(nr, false)
     }
@@ -540,9 +557,16 @@ impl PercpuRef {
 
     /// Drops `nr` references (`percpu_ref_put_many`); see [`put`](Self::put).
     ///
+    /// `nr == 0` drops nothing and never runs `release` (upstream's
+    /// `atomic_long_sub_and_test(0, …)` on a zero count would run it again).
+    ///
     /// # Ordering
     ///
     /// **Release** for the caller's accesses.
+    ///
+    /// # Panics
+    ///
+    /// If `nr > isize::MAX`, before changing anything.
     ///
     /// # Examples
     ///
@@ -553,6 +577,7 @@ impl PercpuRef {
     /// r.put_many(4);
     /// ```
     #[inline]
+    #[track_caller]
     pub fn put_many(&self, nr: usize) {
         self.data.put_many(nr);
     }
@@ -857,6 +882,24 @@ impl fmt::Debug for PercpuRef {
 
 // ===== impl RefData: fast paths =====
 
+/// `nr` references as the signed delta the counters add, checked: a `usize`
+/// above `isize::MAX` would turn a get into a put and the reverse.
+#[inline]
+#[track_caller]
+fn delta(nr: usize, caller: &str) -> isize {
+    match isize::try_from(nr) {
+        Ok(delta) => delta,
+        Err(_) => nr_too_large(nr, caller),
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn nr_too_large(nr: usize, caller: &str) -> ! {
+    panic!("{caller}({nr}): more than isize::MAX references at once; the count would wrap")
+}
+
 impl RefData {
     /// This thread's slot, if it has one.
     #[inline]
@@ -899,8 +942,9 @@ impl RefData {
     }
 
     #[inline]
+    #[track_caller]
     fn get_many(&self, nr: usize) {
-        let nr = nr as isize;
+        let nr = delta(nr, "PercpuRef::get_many");
         let _rcu = shrinker_rcu::read_lock();
         if self.mode_for_access().is_percpu() {
             if let Some(slot) = self.this_slot() {
@@ -915,8 +959,9 @@ impl RefData {
     }
 
     #[inline]
+    #[track_caller]
     fn tryget_many(&self, nr: usize, live: bool) -> bool {
-        let nr = nr as isize;
+        let nr = delta(nr, "PercpuRef::tryget_many");
         let _rcu = shrinker_rcu::read_lock();
         let mode = self.mode_for_access();
         if mode.is_percpu() {
@@ -962,8 +1007,14 @@ impl RefData {
     }
 
     #[inline]
+    #[track_caller]
     fn put_many(&self, nr: usize) {
-        let nr = nr as isize;
+        // Dropping nothing is a no-op. Without this check an atomic put of 0
+        // on a count of 0 would see `old == nr` and run `release` again.
+        if nr == 0 {
+            return;
+        }
+        let nr = delta(nr, "PercpuRef::put_many");
         let rcu = shrinker_rcu::read_lock();
         if self.mode_for_access().is_percpu() {
             match self.this_slot() {
@@ -1579,6 +1630,72 @@ mod tests {
         r.kill();
         released.wait();
         assert_eq!(n.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn put_many_zero_on_a_released_ref_does_not_release_again() {
+        let (r, n, _) = counted(InitFlags::ATOMIC);
+        r.kill(); // the last reference: count 0, release ran once
+        assert_eq!(n.load(Ordering::Relaxed), 1);
+        r.put_many(0);
+        assert_eq!(
+            n.load(Ordering::Relaxed),
+            1,
+            "put_many(0) ran release again"
+        );
+        assert!(r.is_zero());
+        // On a live ref, in either mode, it changes nothing.
+        let (live, n2, _) = counted(InitFlags::ATOMIC);
+        live.put_many(0);
+        assert_eq!(live.data.count.load(Ordering::Relaxed), 1);
+        let (pcpu, _, _) = counted(InitFlags::NONE);
+        pcpu.put_many(0);
+        pcpu.get_many(0);
+        assert!(pcpu.tryget_many(0), "non-zero: tryget_many(0) succeeds");
+        assert_eq!(
+            pcpu.data.count.load(Ordering::Relaxed),
+            PERCPU_COUNT_BIAS + 1
+        );
+        assert_eq!(n2.load(Ordering::Relaxed), 0);
+        assert!(!r.tryget_many(0), "zero: tryget_many(0) fails");
+    }
+
+    /// `nr as isize` made `get_many(usize::MAX)` a put of one: on a count of
+    /// one it reached zero without running release, and `tryget` then
+    /// refused a live object.
+    #[test]
+    fn get_many_beyond_isize_max_panics_before_changing_the_count() {
+        let (r, n, _) = counted(InitFlags::ATOMIC);
+        let caught = panic::catch_unwind(AssertUnwindSafe(|| r.get_many(usize::MAX)));
+        let msg = caught.expect_err("get_many(usize::MAX) must panic");
+        let msg = msg.downcast_ref::<String>().expect("a formatted message");
+        assert!(msg.contains("PercpuRef::get_many"), "{msg}");
+        assert_eq!(r.data.count.load(Ordering::Relaxed), 1, "count unchanged");
+        assert!(r.tryget(), "still live");
+        r.put();
+        assert_eq!(n.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn tryget_many_beyond_isize_max_panics_before_changing_the_count() {
+        let (r, _, _) = counted(InitFlags::ATOMIC);
+        let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+            let _ = r.tryget_many(usize::MAX);
+        }));
+        assert!(caught.is_err(), "tryget_many(usize::MAX) must panic");
+        assert_eq!(r.data.count.load(Ordering::Relaxed), 1, "count unchanged");
+    }
+
+    /// `nr as isize` made `put_many(usize::MAX)` a get of one: the object
+    /// was never released.
+    #[test]
+    fn put_many_beyond_isize_max_panics_before_changing_the_count() {
+        let (r, n, _) = counted(InitFlags::ATOMIC);
+        let caught = panic::catch_unwind(AssertUnwindSafe(|| r.put_many(usize::MAX)));
+        assert!(caught.is_err(), "put_many(usize::MAX) must panic");
+        assert_eq!(r.data.count.load(Ordering::Relaxed), 1, "count unchanged");
+        r.kill();
+        assert_eq!(n.load(Ordering::Relaxed), 1, "released by the kill");
     }
 
     #[test]

@@ -340,7 +340,9 @@ impl<T> RefLockDomain<T> {
         let guard = self.lock.write().unwrap_or_else(PoisonError::into_inner);
         // Relaxed (load): only the write-lock holder stores `seq`, and the
         // lock's acquisition ordered the previous holder's store before us.
-        let seq = self.core.seq.load(Ordering::Relaxed) + 1;
+        // Wrapping: 2^64 write cycles are out of reach (585 years at one per
+        // nanosecond); the operation is spelled out so that no build panics.
+        let seq = self.core.seq.load(Ordering::Relaxed).wrapping_add(1);
         debug_assert!(seq % 2 == 1, "a write cycle began while one was open");
         // Relaxed (store): see `# Ordering` above.
         self.core.seq.store(seq, Ordering::Relaxed);
@@ -526,7 +528,10 @@ impl<T> Drop for DomainWriteGuard<'_, T> {
         // value sees every change made in this cycle. Runs before the field
         // `guard` drops, i.e. before the big lock is released, so the next
         // cycle's store comes after this one.
-        self.domain.core.seq.store(self.seq + 1, Ordering::Release);
+        self.domain
+            .core
+            .seq
+            .store(self.seq.wrapping_add(1), Ordering::Release);
     }
 }
 
