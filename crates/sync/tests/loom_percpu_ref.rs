@@ -1,6 +1,7 @@
 //! loom models of [`PercpuRef`]: kill against `tryget_live` against put, the
 //! confirm callback's promise, gets and puts split across threads through the
-//! per-CPU → atomic switch, the swap-device publication (seed 003),
+//! per-CPU → atomic switch, the swap-device publication
+//! (`examples/swap_device.rs`),
 //! `resurrect` against the old life's last put, and a kill during an
 //! in-flight `switch_to_atomic`.
 //!
@@ -35,8 +36,9 @@
 //!   that began after the other had returned confirming before the other's
 //!   confirm; release before the kill's confirm, before the reader's use,
 //!   or more than once; `tryget_live` succeeding after the kill's confirm.
-//!   Mutation checks: `kill` not waiting for the switch in flight, or
-//!   `switch_to_atomic` not waiting for the kill's (confirm order); clearing
+//!   Mutation checks: `kill` or `switch_to_atomic` confirming at once
+//!   instead of chaining its confirm to the switch in flight, or the switch
+//!   running chained confirms before its own (confirm order); clearing
 //!   `switching` before the confirm in `switch_to_atomic_rcu` (confirm
 //!   order); putting the switch's own reference before its confirm, or the
 //!   kill's initial reference before an immediate confirm (release before
@@ -243,8 +245,9 @@ fn slotless_thread_counts_through_the_bias() {
     });
 }
 
-/// Seed 003: a device created dead is initialised and resurrected while a
-/// long-lived handle tries it. A successful `tryget_live` followed by
+/// The swap device (`examples/swap_device.rs`): a device created dead is
+/// initialised and resurrected while a long-lived handle tries it. A
+/// successful `tryget_live` followed by
 /// `fence(Acquire)` must see the initialisation.
 #[test]
 fn swapon_publishes_to_tryget_live_then_acquire() {
@@ -424,10 +427,10 @@ impl Calls {
 /// `kill_and_confirm` while a `switch_to_atomic` may be in flight, and the
 /// other way round, with a reader's `tryget_live` + use + put on a third
 /// thread. Whichever takes the switch mutex first starts the one switch
-/// (its confirm runs in the RCU callback); the other waits for that switch
-/// and confirms at once. Checked: each confirm runs exactly once; a call
-/// that began after the other had returned confirms after the other's
-/// confirm (the wait for the switch in flight); release runs exactly once,
+/// (its confirm runs in the RCU callback); the other finds it in flight (or
+/// done) and chains its confirm to it (or confirms at once). Checked: each
+/// confirm runs exactly once; a call that began after the other had returned
+/// confirms after the other's confirm (the chaining); release runs exactly once,
 /// after the kill's confirm and after the reader's use; `tryget_live` fails
 /// once the kill's confirm has run.
 #[test]
