@@ -681,7 +681,9 @@ impl PercpuRef {
     ///
     /// # Panics
     ///
-    /// As [`kill`](Self::kill).
+    /// As [`kill`](Self::kill); and with `confirm`'s panic when it runs
+    /// inside this call, after the kill is complete (the initial reference
+    /// dropped, `release` run if it was the last).
     ///
     /// # Examples
     ///
@@ -1381,11 +1383,17 @@ impl RefData {
         let mut st = st;
         let pending = Self::switch_to_atomic_async(this, &mut st, confirm);
         drop(st);
-        pending.run();
+        // A confirm run here (the ref was already atomic) is user code: if it
+        // panics, the initial reference must still be dropped, or the ref
+        // stays dying forever and `release` never runs.
+        let confirmed = panic::catch_unwind(AssertUnwindSafe(|| pending.run()));
         // Drop the initial reference; the switch holds its own until every
         // confirm (ours included, if chained) has run, so with a switch in
         // flight this cannot be the last put.
         this.put_many(1);
+        if let Err(payload) = confirmed {
+            panic::resume_unwind(payload);
+        }
     }
 
     fn switch_to_atomic(this: &Arc<Self>, confirm: Option<Confirm>) {
@@ -1573,6 +1581,18 @@ mod tests {
         assert_eq!(n.load(Ordering::Relaxed), 0);
         r.put();
         assert_eq!(n.load(Ordering::Relaxed), 1, "release ran in the last put");
+    }
+
+    #[test]
+    fn panicking_confirm_inside_kill_still_drops_the_initial_reference() {
+        let (r, n, _) = counted(InitFlags::ATOMIC); // atomic: confirms inline
+        let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+            r.kill_and_confirm(|| panic!("confirm panics"));
+        }));
+        assert!(caught.is_err(), "the confirm's panic reaches the caller");
+        assert!(r.is_dying());
+        assert!(r.is_zero(), "the initial reference was dropped");
+        assert_eq!(n.load(Ordering::Relaxed), 1, "release ran");
     }
 
     #[test]
