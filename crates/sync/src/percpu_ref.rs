@@ -153,10 +153,10 @@
 //!   `Release` add heads the release sequence that the final put acquires.
 //! * `tryget`/`tryget_live` promise no ordering for the caller's data, as
 //!   upstream: usually the pointer through which the ref was found is the
-//!   "initialised" flag. When the count itself is (seed 003, the swap
-//!   device), follow a successful `tryget_live` with `fence(Acquire)`: it
-//!   pairs with the `Release` in [`resurrect`](PercpuRef::resurrect) and
-//!   [`reinit`](PercpuRef::reinit).
+//!   "initialised" flag. When the count itself is (the swap device of
+//!   `examples/swap_device.rs`), follow a successful `tryget_live` with
+//!   `fence(Acquire)`: it pairs with the `Release` in
+//!   [`resurrect`](PercpuRef::resurrect) and [`reinit`](PercpuRef::reinit).
 
 use crate::slot;
 use crate::sync::{
@@ -267,7 +267,9 @@ type Release = Box<dyn Fn() + Send + Sync + 'static>;
 /// (`struct percpu_ref`).
 ///
 /// Gets and puts are manual, as in the kernel: every `get`/successful
-/// `tryget` must be matched by one `put`. See the
+/// `tryget` must be matched by one `put`. They never block: each is a short
+/// RCU read-side section around a slot or counter update (a thread's first
+/// read-side section registers it with RCU, under a mutex, once). See the
 /// [module documentation](self) for the state machine, the slot design and
 /// the orderings.
 ///
@@ -589,6 +591,11 @@ impl PercpuRef {
     /// (through the grace period for a per-CPU put, through the `Release`
     /// decrement and the final `fence(Acquire)` for an atomic one).
     ///
+    /// # Panics
+    ///
+    /// With `release`'s panic, if this put drops the last reference and
+    /// `release` panics (the count is zero by then).
+    ///
     /// # Examples
     ///
     /// ```
@@ -613,7 +620,8 @@ impl PercpuRef {
     ///
     /// # Panics
     ///
-    /// If `nr > isize::MAX`, before changing anything.
+    /// If `nr > isize::MAX`, before changing anything; with `release`'s
+    /// panic, as [`put`](Self::put).
     ///
     /// # Examples
     ///
@@ -651,7 +659,9 @@ impl PercpuRef {
     /// # Panics
     ///
     /// If the ref is already dead (killed twice, or created with
-    /// `InitFlags::DEAD` and never revived), before any change.
+    /// `InitFlags::DEAD` and never revived), before any change. With
+    /// `release`'s panic if it runs inside this call, after the kill is
+    /// complete.
     ///
     /// # Examples
     ///
@@ -722,6 +732,11 @@ impl PercpuRef {
     /// # Blocking
     ///
     /// Never waits (the switch mutex is taken briefly).
+    ///
+    /// # Panics
+    ///
+    /// With `confirm`'s panic when it runs inside this call (the switch is
+    /// complete by then).
     ///
     /// # Examples
     ///

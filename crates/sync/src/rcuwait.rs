@@ -196,6 +196,12 @@ impl RcuWait {
     /// **SeqCst fence** before looking for the waiter, pairing with the one in
     /// [`wait_until`](Self::wait_until).
     ///
+    /// # Blocking
+    ///
+    /// Never waits. With a waiter registered it takes the internal mutex
+    /// that guards the waiter's handle, held by others for a few
+    /// instructions.
+    ///
     /// # Examples
     ///
     /// ```

@@ -11,8 +11,8 @@
 //! falling back to `mmap_lock` when it cannot; writers still take the big
 //! lock for writing and additionally write-lock each VMA they change. Since
 //! 6.15 the per-VMA lock is not an `rw_semaphore` but the VMA's reference
-//! count (`vm_refcnt`), with a write-lock *sequence number* beside it (seed
-//! 002, `reference/kernel-primitives.md` §4).
+//! count (`vm_refcnt`), with a write-lock *sequence number* beside it
+//! (`include/linux/mmap_lock.h`, `mm/mmap_lock.c`).
 //!
 //! Here the big lock is a [`RefLockDomain<T>`]: it owns the data `T` behind a
 //! reader-writer lock (the `mm_struct` owning `mmap_lock`), the write-cycle
@@ -121,7 +121,8 @@
 //! another key in the same domain, or for another domain altogether (the
 //! kernel's `SLAB_TYPESAFE_BY_RCU` VMA cache). A reader that found the object
 //! through a stale index may therefore increment the count of an object that
-//! now means something else. The rules (kernel §4.6):
+//! now means something else. The rules (the kernel's `vma_start_read`
+//! comments):
 //!
 //! * [`attach`](RefLock::attach) claims the object (`0 → OFFSET`, Acquire),
 //!   writes its owner, key and `lock_seq`, and publishes them with
