@@ -1122,7 +1122,7 @@ impl RefLock {
         RefLockState(self.refcnt.load(Ordering::Relaxed))
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     fn set_count_for_test(&self, n: u32) {
         self.refcnt.store(n, Ordering::Relaxed);
     }
