@@ -1611,6 +1611,70 @@ mod tests {
     }
 
     #[test]
+    fn panicking_release_leaves_the_ref_zero_and_revivable() {
+        let calls = StdArc::new(AtomicUsize::new(0));
+        let c = StdArc::clone(&calls);
+        let r = PercpuRef::new(
+            move || {
+                if c.fetch_add(1, Ordering::Relaxed) == 0 {
+                    panic!("release panics");
+                }
+            },
+            InitFlags::ATOMIC,
+        );
+        r.get();
+        r.kill();
+        let caught = panic::catch_unwind(AssertUnwindSafe(|| r.put()));
+        assert!(caught.is_err(), "release's panic reaches the last put");
+        assert!(r.is_zero() && r.is_dying());
+        r.reinit();
+        assert!(r.tryget_live());
+        r.put();
+        r.kill();
+        assert_eq!(calls.load(Ordering::Relaxed), 2, "one release per life");
+    }
+
+    /// A thread's last put may come from a thread-local destructor that runs
+    /// after the slot index was given back (then it goes to the counter).
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn puts_from_thread_local_destructors_are_counted() {
+        struct PutOnExit(StdArc<PercpuRef>);
+        impl Drop for PutOnExit {
+            fn drop(&mut self) {
+                self.0.put();
+            }
+        }
+        std::thread_local! {
+            static HELD: std::cell::RefCell<Option<PutOnExit>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let (r, n, released) = counted(InitFlags::NONE);
+        let r = StdArc::new(r);
+        for first in [true, false] {
+            for _ in 0..8 {
+                let r = StdArc::clone(&r);
+                std::thread::spawn(move || {
+                    // Either order of first use, so that either thread-local
+                    // (the slot index or HELD) is destroyed first.
+                    if first {
+                        r.get();
+                    }
+                    HELD.with(|h| *h.borrow_mut() = Some(PutOnExit(StdArc::clone(&r))));
+                    if !first {
+                        r.get();
+                    }
+                })
+                .join()
+                .unwrap();
+            }
+        }
+        r.kill();
+        released.wait();
+        assert_eq!(n.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
     #[should_panic(expected = "PercpuRef::kill called more than once")]
     fn kill_twice_panics() {
         let r = PercpuRef::new(|| {}, InitFlags::ATOMIC);
