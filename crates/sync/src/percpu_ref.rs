@@ -1383,7 +1383,7 @@ impl RefData {
     /// `kill_and_confirm`, under and after the mutex.
     #[track_caller]
     fn kill(this: &Arc<Self>, confirm: Option<Confirm>) {
-        let st = this.lock();
+        let mut st = this.lock();
         let mode = this.mode();
         if mode.is_dead() {
             drop(st);
@@ -1392,10 +1392,11 @@ impl RefData {
             );
         }
         // Relaxed: a tryget_live racing with the kill may miss DEAD, which is
-        // allowed until confirm; confirm comes after this store (same thread,
-        // or after the grace period), so calls ordered after it see DEAD.
+        // allowed until confirm; confirm comes after this store (same thread;
+        // or on the RCU worker, which takes the switch mutex we hold before it
+        // runs a chained confirm or, for a new switch, after the grace
+        // period), so calls ordered after it see DEAD.
         this.mode.store(mode.0 | DEAD_BIT, Ordering::Relaxed);
-        let mut st = st;
         let pending = Self::switch_to_atomic_async(this, &mut st, confirm);
         drop(st);
         // A confirm run here (the ref was already atomic) is user code: if it
