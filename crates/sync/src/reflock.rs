@@ -1231,6 +1231,10 @@ impl fmt::Debug for RefLockState {
 /// It borrows the domain it was taken against (the object's owner, checked):
 /// the wake-up on drop therefore goes to memory this borrow keeps alive.
 ///
+/// Dropping it never waits; when a writer is waiting for it, the wake-up
+/// takes the writer wait's internal mutex, held by others for a few
+/// instructions.
+///
 /// # Examples
 ///
 /// ```
