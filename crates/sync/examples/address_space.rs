@@ -1,4 +1,4 @@
-//! An address space with per-range read locks (seed 002): the Linux page
+//! An address space with per-range read locks: the Linux page
 //! fault's `lock_vma_under_rcu`, in userspace.
 //!
 //! An [`AddressSpace`] is a map of address ranges (the kernel's VMAs) under

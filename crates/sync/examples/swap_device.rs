@@ -1,4 +1,4 @@
-//! The swap-device pattern of seed 003 (Linux `mm/swapfile.c`, 2021): a
+//! The swap-device pattern (Linux `mm/swapfile.c`, 2021): a
 //! [`PercpuRef`] that doubles as the "initialised" flag of an object that is
 //! never freed.
 //!

@@ -129,6 +129,11 @@ impl Completion {
     /// **Release** (the mutex): everything written before this call is
     /// visible to the wait that consumes the token.
     ///
+    /// # Blocking
+    ///
+    /// Only on the completion's internal mutex, which every holder keeps for
+    /// a few instructions; it never waits for an event.
+    ///
     /// # Examples
     ///
     /// ```
@@ -161,6 +166,11 @@ impl Completion {
     ///
     /// **Release** (the mutex): everything written before this call is
     /// visible to every wait that returns because of it.
+    ///
+    /// # Blocking
+    ///
+    /// Only on the completion's internal mutex, which every holder keeps for
+    /// a few instructions; it never waits for an event.
     ///
     /// # Examples
     ///
@@ -279,6 +289,10 @@ impl Completion {
     ///
     /// **Acquire** (the mutex) when it returns `true`; unordered otherwise.
     ///
+    /// # Blocking
+    ///
+    /// Only on the internal mutex, and only when a token may be present.
+    ///
     /// # Examples
     ///
     /// ```
@@ -309,6 +323,10 @@ impl Completion {
     ///
     /// **Acquire** (the mutex) when it returns `true`; unordered otherwise.
     ///
+    /// # Blocking
+    ///
+    /// Only on the internal mutex, and only when a token may be present.
+    ///
     /// # Examples
     ///
     /// ```
@@ -338,6 +356,11 @@ impl Completion {
     ///
     /// **Release** (the mutex), which orders nothing useful on its own: reuse
     /// needs the caller's own synchronisation with the previous waiters.
+    ///
+    /// # Blocking
+    ///
+    /// Only on the completion's internal mutex, which every holder keeps for
+    /// a few instructions; it never waits for an event.
     ///
     /// # Examples
     ///

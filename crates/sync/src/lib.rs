@@ -41,8 +41,20 @@
 //! once per kind through `tracing` (the kernel's `WARN_ONCE`);
 //! [`refcount::set_panic_on_saturate`] turns every report into a panic for
 //! test suites. Misuse of [`PercpuRef`] that would corrupt its count (a second
-//! `kill`, `resurrect` of a live ref, `reinit` of a non-zero ref) panics with a
-//! message naming the misuse, before any state is changed.
+//! `kill`, `resurrect` of a live ref, `reinit` of a non-zero ref) or deadlock
+//! (a form that waits for a grace period, called inside an RCU callback or
+//! read-side section) panics with a message naming the misuse, before any
+//! state is changed; so do a second concurrent [`RcuWait`] waiter and the
+//! write-side misuse of [`RefLock`].
+//!
+//! # Blocking
+//!
+//! Every public function that may block, sleep or wait for a grace period
+//! says so in a `# Blocking` section; every one that may panic, in
+//! `# Panics`. A user callback's panic (a `release`, a `confirm`, an
+//! `RcuWait` condition) propagates to the caller that ran it, with the
+//! primitive left consistent; one run by the RCU worker is caught and
+//! counted there.
 //!
 //! # Checking
 //!
@@ -71,6 +83,12 @@ pub use refcount::Refcount;
 pub use reflock::{
     DomainReadGuard, DomainWriteGuard, ReadLock, RefLock, RefLockDomain, RefLockState, TryReadError,
 };
+
+/// The README's examples, compiled and run as doctests so that they cannot
+/// rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// The std/loom switch: every synchronisation primitive the crate uses comes
 /// from here, so `--cfg loom` swaps all of them at once.

@@ -91,30 +91,54 @@
 //! slots, and removing it in the same add as the sum means there is no moment
 //! where the count is exact but incomplete.
 //!
+//! The counter is modular, as the kernel's `atomic_long_t`: it does not
+//! saturate. One call moves it by at most `isize::MAX` (larger `nr` panic
+//! before any change), and `put_many(0)` is a no-op, so no single call can
+//! turn a get into a put or re-run `release` on a zero count.
+//!
 //! # The switch to atomic, step by step
 //!
-//! 1. Under the switch mutex: wait out any switch already in flight, set
-//!    `ATOMIC` (and `DEAD` for a kill), mark `switching`, take one reference
-//!    for the switch itself ("put after confirmation").
+//! 1. Under the switch mutex: if a switch is already in flight, chain the
+//!    confirm to it and stop (it ends in atomic mode, which nothing can undo
+//!    before it completes). Otherwise set `ATOMIC` (and `DEAD` for a kill),
+//!    mark `switching`, take one reference for the switch itself ("put after
+//!    confirmation").
 //! 2. Outside the mutex: `call_rcu(switch_to_atomic_rcu)`.
 //! 3. After the grace period, on the RCU worker: every get/put section that
 //!    could have seen per-CPU mode has ended (the grace period's guarantee),
 //!    and every later one sees `ATOMIC`. Sum the slots; add `sum − BIAS` to
 //!    `count`.
-//! 4. Run the confirm callback: from here on every thread sees the ref in
-//!    atomic mode (and dead, for a kill), so `tryget_live` fails.
-//! 5. Clear `switching`, wake anyone waiting for it, put the switch's own
-//!    reference — which may be the last one and run `release`.
+//! 4. Run the confirm callback, then the chained ones: from here on every
+//!    thread sees the ref in atomic mode (and dead, for a kill), so
+//!    `tryget_live` fails.
+//! 5. Under the mutex, once no chained confirm is left, clear `switching`;
+//!    then wake anyone waiting for it and put the switch's own reference —
+//!    which may be the last one and run `release`.
 //!
 //! # Callbacks
 //!
 //! `release` runs in the context of the last put: any thread, or the RCU
 //! worker. `confirm` runs on the RCU worker, or synchronously inside
 //! `kill_and_confirm`/`switch_to_atomic` when the ref is already atomic. Both
-//! must not block for long (they hold up every other RCU callback), and must
-//! not wait for a switch of the same ref. Neither runs with any lock of this
-//! crate held, nor inside an RCU read-side section. There are no implied
-//! grace periods between kill and release.
+//! must not block for long (they hold up every other RCU callback). Neither
+//! runs with any lock of this crate held, nor inside an RCU read-side
+//! section. There are no implied grace periods between kill and release.
+//!
+//! # Waiting and asynchronous forms
+//!
+//! `kill`, `kill_and_confirm` and `switch_to_atomic` never wait: a call that
+//! finds a switch to atomic in flight chains its confirm to it (the switch
+//! runs it right after its own, before it ends). They work anywhere,
+//! including inside an RCU callback and inside an RCU read-side section.
+//! `switch_to_atomic_sync` waits for a grace period and the RCU worker;
+//! `switch_to_percpu` and `resurrect` wait for a switch in flight (`reinit`
+//! cannot find one: a zero count means the last switch has ended).
+//! Waiting there would deadlock inside a read-side section (the grace period
+//! waits for it) or inside an RCU callback (the switch completes in a
+//! callback the worker cannot reach while it runs the caller), so they panic
+//! there, naming the misuse, before changing anything:
+//! `switch_to_atomic_sync` always, the other two when a switch is in
+//! flight.
 //!
 //! # Ordering
 //!
@@ -129,10 +153,10 @@
 //!   `Release` add heads the release sequence that the final put acquires.
 //! * `tryget`/`tryget_live` promise no ordering for the caller's data, as
 //!   upstream: usually the pointer through which the ref was found is the
-//!   "initialised" flag. When the count itself is (seed 003, the swap
-//!   device), follow a successful `tryget_live` with `fence(Acquire)`: it
-//!   pairs with the `Release` in [`resurrect`](PercpuRef::resurrect) and
-//!   [`reinit`](PercpuRef::reinit).
+//!   "initialised" flag. When the count itself is (the swap device of
+//!   `examples/swap_device.rs`), follow a successful `tryget_live` with
+//!   `fence(Acquire)`: it pairs with the `Release` in
+//!   [`resurrect`](PercpuRef::resurrect) and [`reinit`](PercpuRef::reinit).
 
 use crate::slot;
 use crate::sync::{
@@ -243,7 +267,9 @@ type Release = Box<dyn Fn() + Send + Sync + 'static>;
 /// (`struct percpu_ref`).
 ///
 /// Gets and puts are manual, as in the kernel: every `get`/successful
-/// `tryget` must be matched by one `put`. See the
+/// `tryget` must be matched by one `put`. They never block: each is a short
+/// RCU read-side section around a slot or counter update (a thread's first
+/// read-side section registers it with RCU, under a mutex, once). See the
 /// [module documentation](self) for the state machine, the slot design and
 /// the orderings.
 ///
@@ -252,7 +278,8 @@ type Release = Box<dyn Fn() + Send + Sync + 'static>;
 /// * The mode word changes only under the switch mutex; `DEAD` implies
 ///   `ATOMIC` (or a switch to atomic in flight).
 /// * While `switching` is set, exactly one `switch_to_atomic_rcu` callback is
-///   queued, holding one reference of its own.
+///   queued, holding one reference of its own; confirms chained to it run
+///   before it clears `switching`.
 /// * In per-CPU mode `count` carries the bias, so it cannot reach zero.
 ///
 /// # Examples
@@ -309,6 +336,11 @@ struct SwitchState {
     allow_reinit: bool,
     /// A switch to atomic is in flight (upstream: `confirm_switch != NULL`).
     switching: bool,
+    /// Confirms of asynchronous calls (`kill_and_confirm`, `switch_to_atomic`)
+    /// that found a switch in flight: the in-flight switch runs them after
+    /// its own, in order, before it clears `switching`. Empty unless
+    /// `switching`.
+    chained: Vec<Confirm>,
 }
 
 /// Work decided under the switch mutex and done after dropping it: queueing
@@ -332,6 +364,27 @@ impl Pending {
             }
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn panic_waiting_in_callback(caller: &str) -> ! {
+    panic!(
+        "{caller} called from inside an RCU callback must wait for a switch to atomic that \
+         completes in an RCU callback: the callback worker would wait for itself. Use the \
+         asynchronous forms there (switch_to_atomic, kill, kill_and_confirm)"
+    )
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn panic_waiting_in_read_section(caller: &str) -> ! {
+    panic!(
+        "{caller} inside an RCU read-side section would wait for a grace period that waits \
+         for this section"
+    )
 }
 
 /// One report per process for each bookkeeping bug the ref can detect.
@@ -391,6 +444,7 @@ impl PercpuRef {
                     force_atomic: flags.contains(InitFlags::ATOMIC),
                     allow_reinit: atomic || flags.contains(InitFlags::ALLOW_REINIT),
                     switching: false,
+                    chained: Vec::new(),
                 }),
                 switched: Condvar::new(),
             }),
@@ -421,10 +475,15 @@ impl PercpuRef {
     }
 
     /// Takes `nr` references (`percpu_ref_get_many`); see [`get`](Self::get).
+    /// `nr == 0` takes nothing.
     ///
     /// # Ordering
     ///
     /// **Unordered** for the caller's data.
+    ///
+    /// # Panics
+    ///
+    /// If `nr > isize::MAX`, before changing anything.
     ///
     /// # Examples
     ///
@@ -435,6 +494,7 @@ impl PercpuRef {
     /// r.put_many(3);
     /// ```
     #[inline]
+    #[track_caller]
     pub fn get_many(&self, nr: usize) {
         self.data.get_many(nr);
     }
@@ -464,11 +524,16 @@ impl PercpuRef {
     }
 
     /// Takes `nr` references unless the count is zero
-    /// (`percpu_ref_tryget_many`); see [`tryget`](Self::tryget).
+    /// (`percpu_ref_tryget_many`); see [`tryget`](Self::tryget). With
+    /// `nr == 0` it takes nothing and says whether the count is non-zero.
     ///
     /// # Ordering
     ///
     /// **No ordering promised for the caller's data** on success.
+    ///
+    /// # Panics
+    ///
+    /// If `nr > isize::MAX`, before changing anything.
     ///
     /// # Examples
     ///
@@ -480,6 +545,7 @@ impl PercpuRef {
     /// ```
     #[inline]
     #[must_use = "a successful tryget takes references that must be put"]
+    #[track_caller]
     pub fn tryget_many(&self, nr: usize) -> bool {
         self.data.tryget_many(nr, false)
     }
@@ -525,6 +591,11 @@ impl PercpuRef {
     /// (through the grace period for a per-CPU put, through the `Release`
     /// decrement and the final `fence(Acquire)` for an atomic one).
     ///
+    /// # Panics
+    ///
+    /// With `release`'s panic, if this put drops the last reference and
+    /// `release` panics (the count is zero by then).
+    ///
     /// # Examples
     ///
     /// ```
@@ -540,9 +611,17 @@ impl PercpuRef {
 
     /// Drops `nr` references (`percpu_ref_put_many`); see [`put`](Self::put).
     ///
+    /// `nr == 0` drops nothing and never runs `release` (upstream's
+    /// `atomic_long_sub_and_test(0, …)` on a zero count would run it again).
+    ///
     /// # Ordering
     ///
     /// **Release** for the caller's accesses.
+    ///
+    /// # Panics
+    ///
+    /// If `nr > isize::MAX`, before changing anything; with `release`'s
+    /// panic, as [`put`](Self::put).
     ///
     /// # Examples
     ///
@@ -553,6 +632,7 @@ impl PercpuRef {
     /// r.put_many(4);
     /// ```
     #[inline]
+    #[track_caller]
     pub fn put_many(&self, nr: usize) {
         self.data.put_many(nr);
     }
@@ -565,16 +645,23 @@ impl PercpuRef {
     /// which may be inside this call. There is no implied grace period
     /// between kill and release.
     ///
+    /// May be called anywhere, including inside an RCU callback (a `release`
+    /// or `confirm` of another ref, a `call_rcu` closure) and inside an RCU
+    /// read-side section.
+    ///
     /// # Blocking
     ///
-    /// Waits for a switch to atomic already in flight, if any (only after
-    /// `switch_to_atomic`); otherwise it does not wait for the grace period.
+    /// Never waits: the switch to atomic completes after a grace period, on
+    /// the RCU worker; if one is already in flight (after
+    /// `switch_to_atomic`), the kill joins it. Takes the ref's switch mutex
+    /// briefly.
     ///
     /// # Panics
     ///
     /// If the ref is already dead (killed twice, or created with
-    /// `InitFlags::DEAD` and never revived); if it must wait while the
-    /// caller is inside an RCU read-side section.
+    /// `InitFlags::DEAD` and never revived), before any change. With
+    /// `release`'s panic if it runs inside this call, after the kill is
+    /// complete.
     ///
     /// # Examples
     ///
@@ -593,9 +680,10 @@ impl PercpuRef {
     /// dead (`percpu_ref_kill_and_confirm`).
     ///
     /// `confirm` runs on the RCU worker after the grace period, or inside this
-    /// call if the ref was already atomic. It runs before the initial
-    /// reference is dropped, so before `release`. After it has run, every
-    /// `tryget_live` ordered after it fails.
+    /// call if the ref was already atomic with no switch in flight. It runs
+    /// before `release`. After it has run, every `tryget_live` ordered after
+    /// it fails. If a switch to atomic was in flight, `confirm` runs right
+    /// after that switch's own confirm, on the RCU worker.
     ///
     /// # Blocking
     ///
@@ -603,7 +691,9 @@ impl PercpuRef {
     ///
     /// # Panics
     ///
-    /// As [`kill`](Self::kill).
+    /// As [`kill`](Self::kill); and with `confirm`'s panic when it runs
+    /// inside this call, after the kill is complete (the initial reference
+    /// dropped, `release` run if it was the last).
     ///
     /// # Examples
     ///
@@ -633,15 +723,20 @@ impl PercpuRef {
     /// (`percpu_ref_switch_to_atomic`); `confirm` runs once every thread
     /// uses the atomic counter.
     ///
-    /// The setting survives kill and reinit.
+    /// The setting survives kill and reinit. `confirm` runs on the RCU worker
+    /// after the grace period; inside this call if the ref is already atomic
+    /// with no switch in flight; after the in-flight switch's confirms if
+    /// there is one. Like [`kill`](Self::kill), it may be called inside an
+    /// RCU callback or read-side section.
     ///
     /// # Blocking
     ///
-    /// Waits for a switch already in flight, if any.
+    /// Never waits (the switch mutex is taken briefly).
     ///
     /// # Panics
     ///
-    /// If it must wait while the caller is inside an RCU read-side section.
+    /// With `confirm`'s panic when it runs inside this call (the switch is
+    /// complete by then).
     ///
     /// # Examples
     ///
@@ -665,11 +760,16 @@ impl PercpuRef {
     ///
     /// # Blocking
     ///
-    /// Waits for a grace period and the RCU worker.
+    /// Waits for a grace period and the RCU worker (unless the ref is already
+    /// atomic with no switch in flight).
     ///
     /// # Panics
     ///
-    /// Inside an RCU read-side section.
+    /// Inside an RCU read-side section (the grace period would wait for the
+    /// caller) and inside an RCU callback (the switch completes in a callback
+    /// the worker cannot reach while it runs the caller), whatever the ref's
+    /// state, before any change. Use [`switch_to_atomic`](Self::switch_to_atomic)
+    /// with a confirm callback there.
     ///
     /// # Examples
     ///
@@ -679,7 +779,17 @@ impl PercpuRef {
     /// r.switch_to_atomic_sync();
     /// r.switch_to_percpu();
     /// ```
+    #[track_caller]
     pub fn switch_to_atomic_sync(&self) {
+        const CALLER: &str = "PercpuRef::switch_to_atomic_sync";
+        // Refused before any change, whatever the ref's state: this form
+        // exists to wait for a grace period and the RCU worker.
+        if shrinker_rcu::in_callback() {
+            panic_waiting_in_callback(CALLER);
+        }
+        if shrinker_rcu::in_read_section() {
+            panic_waiting_in_read_section(CALLER);
+        }
         RefData::switch_to_atomic(&self.data, None);
         let st = self.data.lock();
         drop(
@@ -698,11 +808,14 @@ impl PercpuRef {
     ///
     /// # Blocking
     ///
-    /// Waits for a switch to atomic in flight, if any.
+    /// Waits for a switch to atomic in flight, if any: until its grace period
+    /// ends and the RCU worker runs it.
     ///
     /// # Panics
     ///
-    /// If it must wait while the caller is inside an RCU read-side section.
+    /// If a switch to atomic is in flight and the caller is inside an RCU
+    /// read-side section or an RCU callback, where waiting for it would
+    /// deadlock; before any change.
     ///
     /// # Examples
     ///
@@ -713,9 +826,10 @@ impl PercpuRef {
     /// r.get();
     /// r.put();
     /// ```
+    #[track_caller]
     pub fn switch_to_percpu(&self) {
         let d = &self.data;
-        let mut st = d.lock();
+        let mut st = d.may_wait(d.lock(), "PercpuRef::switch_to_percpu");
         st.force_atomic = false;
         let (st, pending) = RefData::switch_mode(d, st, None, "PercpuRef::switch_to_percpu");
         drop(st);
@@ -738,12 +852,15 @@ impl PercpuRef {
     ///
     /// # Blocking
     ///
-    /// Waits for the kill's switch to atomic, if still in flight.
+    /// Waits for the kill's switch to atomic, if still in flight: until its
+    /// grace period ends and the RCU worker runs it.
     ///
     /// # Panics
     ///
-    /// If the ref is not dead ("resurrect of a live ref"); if it must wait
-    /// while the caller is inside an RCU read-side section.
+    /// If the ref is not dead ("resurrect of a live ref"); if a switch to
+    /// atomic is in flight and the caller is inside an RCU read-side section
+    /// or an RCU callback, where waiting for it would deadlock. Both before
+    /// any change.
     ///
     /// # Examples
     ///
@@ -774,12 +891,15 @@ impl PercpuRef {
     ///
     /// # Blocking
     ///
-    /// As [`resurrect`](Self::resurrect).
+    /// Never waits in practice: a zero count means the last switch to atomic
+    /// has completed (the switch holds a reference until it ends). So it may
+    /// be called inside an RCU callback, a `release` run by the RCU worker
+    /// included.
     ///
     /// # Panics
     ///
-    /// If the count is not zero ("reinit of a non-zero ref"); if it must wait
-    /// while the caller is inside an RCU read-side section.
+    /// If the count is not zero ("reinit of a non-zero ref"), before any
+    /// change.
     ///
     /// # Examples
     ///
@@ -857,6 +977,24 @@ impl fmt::Debug for PercpuRef {
 
 // ===== impl RefData: fast paths =====
 
+/// `nr` references as the signed delta the counters add, checked: a `usize`
+/// above `isize::MAX` would turn a get into a put and the reverse.
+#[inline]
+#[track_caller]
+fn delta(nr: usize, caller: &str) -> isize {
+    match isize::try_from(nr) {
+        Ok(delta) => delta,
+        Err(_) => nr_too_large(nr, caller),
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn nr_too_large(nr: usize, caller: &str) -> ! {
+    panic!("{caller}({nr}): more than isize::MAX references at once; the count would wrap")
+}
+
 impl RefData {
     /// This thread's slot, if it has one.
     #[inline]
@@ -899,8 +1037,9 @@ impl RefData {
     }
 
     #[inline]
+    #[track_caller]
     fn get_many(&self, nr: usize) {
-        let nr = nr as isize;
+        let nr = delta(nr, "PercpuRef::get_many");
         let _rcu = shrinker_rcu::read_lock();
         if self.mode_for_access().is_percpu() {
             if let Some(slot) = self.this_slot() {
@@ -915,8 +1054,9 @@ impl RefData {
     }
 
     #[inline]
+    #[track_caller]
     fn tryget_many(&self, nr: usize, live: bool) -> bool {
-        let nr = nr as isize;
+        let nr = delta(nr, "PercpuRef::tryget_many");
         let _rcu = shrinker_rcu::read_lock();
         let mode = self.mode_for_access();
         if mode.is_percpu() {
@@ -962,8 +1102,14 @@ impl RefData {
     }
 
     #[inline]
+    #[track_caller]
     fn put_many(&self, nr: usize) {
-        let nr = nr as isize;
+        // Dropping nothing is a no-op. Without this check an atomic put of 0
+        // on a count of 0 would see `old == nr` and run `release` again.
+        if nr == 0 {
+            return;
+        }
+        let nr = delta(nr, "PercpuRef::put_many");
         let rcu = shrinker_rcu::read_lock();
         if self.mode_for_access().is_percpu() {
             match self.this_slot() {
@@ -1034,20 +1180,39 @@ impl RefData {
         self.switch.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits until no switch to atomic is in flight.
-    fn wait_switched<'a>(
+    /// Panics, releasing the mutex first, if a switch is in flight and the
+    /// caller is where waiting for it would deadlock: inside an RCU
+    /// read-side section (the switch's grace period waits for the section)
+    /// or inside an RCU callback (the switch completes in a callback that
+    /// the worker, busy running the caller, never reaches).
+    #[track_caller]
+    fn may_wait<'a>(
         &self,
-        mut st: MutexGuard<'a, SwitchState>,
+        st: MutexGuard<'a, SwitchState>,
         caller: &str,
     ) -> MutexGuard<'a, SwitchState> {
-        while st.switching {
+        if st.switching {
+            if shrinker_rcu::in_callback() {
+                drop(st);
+                panic_waiting_in_callback(caller);
+            }
             if shrinker_rcu::in_read_section() {
                 drop(st);
-                panic!(
-                    "{caller} inside an RCU read-side section would wait for a grace period \
-                     that waits for this section"
-                );
+                panic_waiting_in_read_section(caller);
             }
+        }
+        st
+    }
+
+    /// Waits until no switch to atomic is in flight.
+    #[track_caller]
+    fn wait_switched<'a>(
+        &self,
+        st: MutexGuard<'a, SwitchState>,
+        caller: &str,
+    ) -> MutexGuard<'a, SwitchState> {
+        let mut st = self.may_wait(st, caller);
+        while st.switching {
             st = self
                 .switched
                 .wait(st)
@@ -1057,7 +1222,10 @@ impl RefData {
     }
 
     /// `__percpu_ref_switch_mode`: wait out a switch in flight, then go to the
-    /// mode the state asks for.
+    /// mode the state asks for. For the waiting forms (`switch_to_percpu`,
+    /// `resurrect`, `reinit`); the asynchronous ones use
+    /// [`switch_to_atomic_async`](Self::switch_to_atomic_async).
+    #[track_caller]
     fn switch_mode<'a>(
         this: &'a Arc<Self>,
         st: MutexGuard<'a, SwitchState>,
@@ -1076,6 +1244,28 @@ impl RefData {
             this.switch_to_percpu_locked(&st);
             (st, Pending::Nothing)
         }
+    }
+
+    /// The mode switch of `kill`, `kill_and_confirm` and `switch_to_atomic`,
+    /// whose target is always atomic: it never waits. A switch in flight is a
+    /// switch to atomic that nothing can undo before it completes (the way
+    /// back, `switch_to_percpu_locked`, waits for it), so `confirm` is chained
+    /// to it and runs once that switch has made the ref atomic on every
+    /// thread, exactly when it would have run had this call waited (upstream
+    /// waits, then confirms at once because the ref is atomic). Never waiting
+    /// is what lets these forms run inside an RCU callback or read-side
+    /// section.
+    fn switch_to_atomic_async(
+        this: &Arc<Self>,
+        st: &mut SwitchState,
+        confirm: Option<Confirm>,
+    ) -> Pending {
+        debug_assert!(st.force_atomic || this.mode().is_dead());
+        if st.switching {
+            st.chained.extend(confirm);
+            return Pending::Nothing;
+        }
+        Self::switch_to_atomic_locked(this, st, confirm)
     }
 
     /// Step 1 of the switch to atomic (`__percpu_ref_switch_to_atomic`).
@@ -1126,14 +1316,36 @@ impl RefData {
                 format_args!("percpu_ref <= 0 ({now}) after switching to atomic"),
             );
         }
-        // 4. Every thread now sees ATOMIC (and DEAD, for a kill).
-        let confirmed = confirm.map(|c| panic::catch_unwind(AssertUnwindSafe(c)));
-        // 5. The switch is over: let waiting switches proceed, then drop the
-        //    switch's own reference (which may run release()).
-        this.lock().switching = false;
+        // 4. Every thread now sees ATOMIC (and DEAD, for a kill). Run our
+        //    confirm, then those chained by asynchronous calls that found this
+        //    switch in flight (in call order), until none is left. Each runs
+        //    caught, so that one panicking confirm cannot skip the others or
+        //    leave `switching` set; the first panic is re-raised at the end.
+        let mut panicked = None;
+        let mut run = |c: Confirm| {
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(c)) {
+                panicked.get_or_insert(payload);
+            }
+        };
+        if let Some(c) = confirm {
+            run(c);
+        }
+        loop {
+            let mut st = this.lock();
+            if st.chained.is_empty() {
+                // 5. The switch is over: no confirm can be chained any more.
+                st.switching = false;
+                break;
+            }
+            let chained = std::mem::take(&mut st.chained);
+            drop(st);
+            chained.into_iter().for_each(&mut run);
+        }
+        // Let waiting switches proceed, then drop the switch's own reference
+        // (which may run release()).
         this.switched.notify_all();
         this.put_many(1);
-        if let Some(Err(payload)) = confirmed {
+        if let Some(payload) = panicked {
             panic::resume_unwind(payload);
         }
     }
@@ -1171,7 +1383,7 @@ impl RefData {
     /// `kill_and_confirm`, under and after the mutex.
     #[track_caller]
     fn kill(this: &Arc<Self>, confirm: Option<Confirm>) {
-        let st = this.lock();
+        let mut st = this.lock();
         let mode = this.mode();
         if mode.is_dead() {
             drop(st);
@@ -1180,27 +1392,39 @@ impl RefData {
             );
         }
         // Relaxed: a tryget_live racing with the kill may miss DEAD, which is
-        // allowed until confirm; confirm comes after this store (same thread,
-        // or after the grace period), so calls ordered after it see DEAD.
+        // allowed until confirm; confirm comes after this store (same thread;
+        // or on the RCU worker, which takes the switch mutex we hold before it
+        // runs a chained confirm or, for a new switch, after the grace
+        // period), so calls ordered after it see DEAD.
         this.mode.store(mode.0 | DEAD_BIT, Ordering::Relaxed);
-        let (st, pending) = Self::switch_mode(this, st, confirm, "PercpuRef::kill");
+        let pending = Self::switch_to_atomic_async(this, &mut st, confirm);
         drop(st);
-        pending.run();
-        // Drop the initial reference; the switch holds its own, so with a
-        // switch in flight this cannot be the last put.
+        // A confirm run here (the ref was already atomic) is user code: if it
+        // panics, the initial reference must still be dropped, or the ref
+        // stays dying forever and `release` never runs.
+        let confirmed = panic::catch_unwind(AssertUnwindSafe(|| pending.run()));
+        // Drop the initial reference; the switch holds its own until every
+        // confirm (ours included, if chained) has run, so with a switch in
+        // flight this cannot be the last put.
         this.put_many(1);
+        if let Err(payload) = confirmed {
+            panic::resume_unwind(payload);
+        }
     }
 
     fn switch_to_atomic(this: &Arc<Self>, confirm: Option<Confirm>) {
         let mut st = this.lock();
         st.force_atomic = true;
-        let (st, pending) = Self::switch_mode(this, st, confirm, "PercpuRef::switch_to_atomic");
+        let pending = Self::switch_to_atomic_async(this, &mut st, confirm);
         drop(st);
         pending.run();
     }
 
     /// `percpu_ref_resurrect` after its misuse check.
+    #[track_caller]
     fn resurrect_locked(this: &Arc<Self>, st: MutexGuard<'_, SwitchState>, caller: &str) {
+        // Refuse a wait that would deadlock before changing anything.
+        let st = this.may_wait(st, caller);
         let mode = this.mode();
         // Release: pairs with the Acquire mode load in tryget_live(); a
         // tryget_live that sees the ref alive again sees what the caller wrote
@@ -1373,6 +1597,82 @@ mod tests {
         assert_eq!(n.load(Ordering::Relaxed), 0);
         r.put();
         assert_eq!(n.load(Ordering::Relaxed), 1, "release ran in the last put");
+    }
+
+    #[test]
+    fn panicking_confirm_inside_kill_still_drops_the_initial_reference() {
+        let (r, n, _) = counted(InitFlags::ATOMIC); // atomic: confirms inline
+        let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+            r.kill_and_confirm(|| panic!("confirm panics"));
+        }));
+        assert!(caught.is_err(), "the confirm's panic reaches the caller");
+        assert!(r.is_dying());
+        assert!(r.is_zero(), "the initial reference was dropped");
+        assert_eq!(n.load(Ordering::Relaxed), 1, "release ran");
+    }
+
+    #[test]
+    fn panicking_release_leaves_the_ref_zero_and_revivable() {
+        let calls = StdArc::new(AtomicUsize::new(0));
+        let c = StdArc::clone(&calls);
+        let r = PercpuRef::new(
+            move || {
+                if c.fetch_add(1, Ordering::Relaxed) == 0 {
+                    panic!("release panics");
+                }
+            },
+            InitFlags::ATOMIC,
+        );
+        r.get();
+        r.kill();
+        let caught = panic::catch_unwind(AssertUnwindSafe(|| r.put()));
+        assert!(caught.is_err(), "release's panic reaches the last put");
+        assert!(r.is_zero() && r.is_dying());
+        r.reinit();
+        assert!(r.tryget_live());
+        r.put();
+        r.kill();
+        assert_eq!(calls.load(Ordering::Relaxed), 2, "one release per life");
+    }
+
+    /// A thread's last put may come from a thread-local destructor that runs
+    /// after the slot index was given back (then it goes to the counter).
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn puts_from_thread_local_destructors_are_counted() {
+        struct PutOnExit(StdArc<PercpuRef>);
+        impl Drop for PutOnExit {
+            fn drop(&mut self) {
+                self.0.put();
+            }
+        }
+        std::thread_local! {
+            static HELD: std::cell::RefCell<Option<PutOnExit>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let (r, n, released) = counted(InitFlags::NONE);
+        let r = StdArc::new(r);
+        for first in [true, false] {
+            for _ in 0..8 {
+                let r = StdArc::clone(&r);
+                std::thread::spawn(move || {
+                    // Either order of first use, so that either thread-local
+                    // (the slot index or HELD) is destroyed first.
+                    if first {
+                        r.get();
+                    }
+                    HELD.with(|h| *h.borrow_mut() = Some(PutOnExit(StdArc::clone(&r))));
+                    if !first {
+                        r.get();
+                    }
+                })
+                .join()
+                .unwrap();
+            }
+        }
+        r.kill();
+        released.wait();
+        assert_eq!(n.load(Ordering::Relaxed), 1);
     }
 
     #[test]
@@ -1559,6 +1859,166 @@ mod tests {
         assert_eq!(r.data.mode(), Mode(ATOMIC_BIT));
     }
 
+    /// Long enough never to expire on a working build; bounds the test when
+    /// a regression deadlocks the RCU worker instead of hanging the suite.
+    const DEADLOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// Runs `f` inside an RCU callback and returns the panic message it
+    /// raised, if any. Fails the test if the callback never returns.
+    fn in_rcu_callback(f: impl FnOnce() + Send + 'static) -> Option<String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        shrinker_rcu::call_rcu(move || {
+            assert!(shrinker_rcu::in_callback());
+            let caught = panic::catch_unwind(AssertUnwindSafe(f));
+            let msg = caught.err().map(|p| match p.downcast::<String>() {
+                Ok(msg) => *msg,
+                Err(p) => p.downcast_ref::<&str>().map_or("?", |m| m).to_owned(),
+            });
+            tx.send(msg).unwrap();
+        });
+        rx.recv_timeout(DEADLOCK_TIMEOUT)
+            .expect("the RCU callback never returned: it deadlocked the worker")
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn switch_to_atomic_sync_inside_rcu_callback_panics() {
+        let (r, _, _) = counted(InitFlags::ALLOW_REINIT);
+        let r = StdArc::new(r);
+        let r2 = StdArc::clone(&r);
+        let msg = in_rcu_callback(move || r2.switch_to_atomic_sync())
+            .expect("switch_to_atomic_sync inside an RCU callback must panic");
+        assert!(msg.contains("PercpuRef::switch_to_atomic_sync"), "{msg}");
+        assert!(msg.contains("inside an RCU callback"), "{msg}");
+        assert_eq!(r.data.mode(), Mode(0), "refused before any change");
+        assert!(!r.data.lock().force_atomic, "refused before any change");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn waiting_forms_inside_rcu_callback_with_a_switch_in_flight_panic() {
+        let (r, n, released) = counted(InitFlags::ALLOW_REINIT);
+        let r = StdArc::new(r);
+        let r2 = StdArc::clone(&r);
+        let msgs = StdArc::new(std::sync::Mutex::new(Vec::new()));
+        let m2 = StdArc::clone(&msgs);
+        let outer = in_rcu_callback(move || {
+            let mut msgs = m2.lock().unwrap();
+            // The switch's callback cannot run before this one returns.
+            r2.switch_to_atomic(|| {});
+            let caught = panic::catch_unwind(AssertUnwindSafe(|| r2.switch_to_percpu()));
+            msgs.push(caught.err().map(|p| p.downcast_ref::<String>().cloned()));
+            r2.kill(); // joins the switch in flight
+            let caught = panic::catch_unwind(AssertUnwindSafe(|| r2.resurrect()));
+            msgs.push(caught.err().map(|p| p.downcast_ref::<String>().cloned()));
+        });
+        assert_eq!(outer, None, "the callback itself went through");
+        let msgs = msgs.lock().unwrap();
+        assert_eq!(msgs.len(), 2);
+        for (msg, what) in msgs.iter().zip(["switch_to_percpu", "resurrect"]) {
+            let msg = msg
+                .clone()
+                .flatten()
+                .unwrap_or_else(|| panic!("{what} did not panic"));
+            assert!(msg.contains(&format!("PercpuRef::{what}")), "{msg}");
+            assert!(msg.contains("inside an RCU callback"), "{msg}");
+        }
+        // Nothing was changed by the refused calls: the kill goes through.
+        assert!(
+            released.wait_timeout(DEADLOCK_TIMEOUT),
+            "the kill never released"
+        );
+        assert!(r.is_dying() && r.is_zero());
+        assert_eq!(n.load(Ordering::Relaxed), 1);
+        assert!(r.data.lock().force_atomic, "switch_to_percpu was refused");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn async_forms_inside_rcu_callback_confirm_and_release() {
+        let order = StdArc::new(std::sync::Mutex::new(Vec::new()));
+        let released = StdArc::new(Completion::new());
+        let r = {
+            let (order, released) = (StdArc::clone(&order), StdArc::clone(&released));
+            StdArc::new(PercpuRef::new(
+                move || {
+                    order.lock().unwrap().push("release");
+                    released.complete_all();
+                },
+                InitFlags::NONE,
+            ))
+        };
+        let (r2, o1, o2) = (
+            StdArc::clone(&r),
+            StdArc::clone(&order),
+            StdArc::clone(&order),
+        );
+        let outer = in_rcu_callback(move || {
+            // Per-CPU: queues the switch (a call_rcu from inside a callback).
+            r2.switch_to_atomic(move || o1.lock().unwrap().push("switch confirmed"));
+            // A switch is in flight and cannot complete before we return:
+            // the kill must join it rather than wait for it.
+            let r3 = StdArc::clone(&r2);
+            r2.kill_and_confirm(move || {
+                assert!(!r3.tryget_live(), "dead on every thread at confirm");
+                o2.lock().unwrap().push("kill confirmed");
+            });
+        });
+        assert_eq!(
+            outer, None,
+            "the asynchronous forms must not panic in a callback"
+        );
+        assert!(
+            released.wait_timeout(DEADLOCK_TIMEOUT),
+            "never released: the confirms did not run"
+        );
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["switch confirmed", "kill confirmed", "release"]
+        );
+        assert!(r.is_zero() && r.is_dying());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn kill_inside_read_section_with_a_switch_in_flight_chains() {
+        let (r, n, released) = counted(InitFlags::NONE);
+        let confirmed = StdArc::new(Completion::new());
+        let c = StdArc::clone(&confirmed);
+        let guard = shrinker_rcu::read_lock();
+        r.switch_to_atomic(|| {});
+        // The switch's grace period waits for this section: it is in flight.
+        assert!(r.data.lock().switching);
+        r.kill_and_confirm(move || c.complete_all());
+        assert!(!confirmed.try_wait(), "confirm waits for the grace period");
+        drop(guard);
+        assert!(
+            confirmed.wait_timeout(DEADLOCK_TIMEOUT),
+            "confirm never ran"
+        );
+        assert!(released.wait_timeout(DEADLOCK_TIMEOUT), "never released");
+        assert_eq!(n.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn panicking_confirm_does_not_skip_chained_confirms() {
+        let (r, n, released) = counted(InitFlags::NONE);
+        let confirmed = StdArc::new(Completion::new());
+        let c = StdArc::clone(&confirmed);
+        let guard = shrinker_rcu::read_lock(); // keeps the switch in flight
+        r.switch_to_atomic(|| panic!("a confirm that panics"));
+        r.kill_and_confirm(move || c.complete_all());
+        drop(guard);
+        assert!(
+            confirmed.wait_timeout(DEADLOCK_TIMEOUT),
+            "chained confirm skipped"
+        );
+        assert!(released.wait_timeout(DEADLOCK_TIMEOUT), "never released");
+        assert_eq!(n.load(Ordering::Relaxed), 1);
+        assert!(!r.data.lock().switching);
+    }
+
     #[test]
     #[cfg_attr(miri, ignore)]
     fn many_threads_beyond_the_slots_use_the_counter() {
@@ -1579,6 +2039,72 @@ mod tests {
         r.kill();
         released.wait();
         assert_eq!(n.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn put_many_zero_on_a_released_ref_does_not_release_again() {
+        let (r, n, _) = counted(InitFlags::ATOMIC);
+        r.kill(); // the last reference: count 0, release ran once
+        assert_eq!(n.load(Ordering::Relaxed), 1);
+        r.put_many(0);
+        assert_eq!(
+            n.load(Ordering::Relaxed),
+            1,
+            "put_many(0) ran release again"
+        );
+        assert!(r.is_zero());
+        // On a live ref, in either mode, it changes nothing.
+        let (live, n2, _) = counted(InitFlags::ATOMIC);
+        live.put_many(0);
+        assert_eq!(live.data.count.load(Ordering::Relaxed), 1);
+        let (pcpu, _, _) = counted(InitFlags::NONE);
+        pcpu.put_many(0);
+        pcpu.get_many(0);
+        assert!(pcpu.tryget_many(0), "non-zero: tryget_many(0) succeeds");
+        assert_eq!(
+            pcpu.data.count.load(Ordering::Relaxed),
+            PERCPU_COUNT_BIAS + 1
+        );
+        assert_eq!(n2.load(Ordering::Relaxed), 0);
+        assert!(!r.tryget_many(0), "zero: tryget_many(0) fails");
+    }
+
+    /// `nr as isize` made `get_many(usize::MAX)` a put of one: on a count of
+    /// one it reached zero without running release, and `tryget` then
+    /// refused a live object.
+    #[test]
+    fn get_many_beyond_isize_max_panics_before_changing_the_count() {
+        let (r, n, _) = counted(InitFlags::ATOMIC);
+        let caught = panic::catch_unwind(AssertUnwindSafe(|| r.get_many(usize::MAX)));
+        let msg = caught.expect_err("get_many(usize::MAX) must panic");
+        let msg = msg.downcast_ref::<String>().expect("a formatted message");
+        assert!(msg.contains("PercpuRef::get_many"), "{msg}");
+        assert_eq!(r.data.count.load(Ordering::Relaxed), 1, "count unchanged");
+        assert!(r.tryget(), "still live");
+        r.put();
+        assert_eq!(n.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn tryget_many_beyond_isize_max_panics_before_changing_the_count() {
+        let (r, _, _) = counted(InitFlags::ATOMIC);
+        let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+            let _ = r.tryget_many(usize::MAX);
+        }));
+        assert!(caught.is_err(), "tryget_many(usize::MAX) must panic");
+        assert_eq!(r.data.count.load(Ordering::Relaxed), 1, "count unchanged");
+    }
+
+    /// `nr as isize` made `put_many(usize::MAX)` a get of one: the object
+    /// was never released.
+    #[test]
+    fn put_many_beyond_isize_max_panics_before_changing_the_count() {
+        let (r, n, _) = counted(InitFlags::ATOMIC);
+        let caught = panic::catch_unwind(AssertUnwindSafe(|| r.put_many(usize::MAX)));
+        assert!(caught.is_err(), "put_many(usize::MAX) must panic");
+        assert_eq!(r.data.count.load(Ordering::Relaxed), 1, "count unchanged");
+        r.kill();
+        assert_eq!(n.load(Ordering::Relaxed), 1, "released by the kill");
     }
 
     #[test]

@@ -131,7 +131,9 @@ impl RcuWait {
     /// # Panics
     ///
     /// If another thread is already waiting on this `RcuWait`: the caller
-    /// must serialise waiters.
+    /// must serialise waiters. A panic raised by `cond` propagates to the
+    /// caller; the waiter is unregistered on the way out, so the `RcuWait`
+    /// can be waited on again.
     ///
     /// # Examples
     ///
@@ -164,6 +166,10 @@ impl RcuWait {
             }
             *task = Some(thread::current());
         }
+        // From here the slot is ours: the guard frees it on every way out,
+        // including a panic in `cond` (which would otherwise leave the slot
+        // occupied and make every later waiter panic as a "second waiter").
+        let _registered = Registered(self);
         // Relaxed: the SeqCst fence below orders this store before cond();
         // the waker reads it after its own SeqCst fence (the SB pair).
         self.waiting.store(true, Ordering::Relaxed);
@@ -177,11 +183,6 @@ impl RcuWait {
             }
             thread::park();
         }
-        // finish_rcuwait(). Relaxed: a waker that still sees `true` finds the
-        // handle gone or unparks us needlessly (a spurious wake-up that
-        // parkers tolerate by contract).
-        self.waiting.store(false, Ordering::Relaxed);
-        *self.task() = None;
     }
 
     /// Wakes the waiter, if there is one (`rcuwait_wake_up`). Returns `true`
@@ -194,6 +195,12 @@ impl RcuWait {
     ///
     /// **SeqCst fence** before looking for the waiter, pairing with the one in
     /// [`wait_until`](Self::wait_until).
+    ///
+    /// # Blocking
+    ///
+    /// Never waits. With a waiter registered it takes the internal mutex
+    /// that guards the waiter's handle, held by others for a few
+    /// instructions.
     ///
     /// # Examples
     ///
@@ -247,6 +254,20 @@ impl RcuWait {
     pub fn has_waiter(&self) -> bool {
         // Relaxed: a hint, as upstream ("provides no serialization").
         self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// The waiter's registration: `finish_rcuwait()` when dropped, on return or
+/// unwind alike.
+struct Registered<'a>(&'a RcuWait);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        // finish_rcuwait(). Relaxed: a waker that still sees `true` finds the
+        // handle gone or unparks us needlessly (a spurious wake-up that
+        // parkers tolerate by contract).
+        self.0.waiting.store(false, Ordering::Relaxed);
+        *self.0.task() = None;
     }
 }
 
@@ -307,6 +328,32 @@ mod tests {
             });
             assert!(!w.has_waiter());
         }
+    }
+
+    #[test]
+    fn panicking_condition_frees_the_waiter_slot() {
+        let w = RcuWait::new();
+        let mut first = true;
+        // The first check fails (slow path: the waiter registers), the
+        // re-check after the fence panics with the waiter registered.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            w.wait_until(|| {
+                if std::mem::take(&mut first) {
+                    return false;
+                }
+                panic!("condition panics");
+            });
+        }));
+        assert!(caught.is_err(), "the condition's panic propagates");
+        assert!(!w.has_waiter(), "the panicking waiter is unregistered");
+        // A second wait on the same RcuWait registers and returns normally.
+        let mut checks = 0;
+        w.wait_until(|| {
+            checks += 1;
+            checks > 1
+        });
+        assert_eq!(checks, 2, "the second wait went through the slow path");
+        assert!(!w.has_waiter());
     }
 
     #[test]

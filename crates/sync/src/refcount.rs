@@ -355,6 +355,10 @@ impl Refcount {
 
     /// Takes `i` more references (`refcount_add`); see [`inc`](Self::inc).
     ///
+    /// `i == 0` on a live count changes nothing; on a zero count it is still
+    /// an addition on a freed object and saturates with
+    /// [`Saturation::AddOnZero`], as upstream.
+    ///
     /// # Ordering
     ///
     /// **Unordered** (`Relaxed`). The reference the caller already holds is
@@ -715,6 +719,12 @@ impl Refcount {
     /// Drops `i` references; `true` means they were the last
     /// (`refcount_sub_and_test`); see [`dec_and_test`](Self::dec_and_test).
     ///
+    /// `i == 0` never returns `true` (upstream: true iff `old > 0 && old ==
+    /// i`): on a live count it changes nothing; on a zero count, whose object
+    /// is already being freed, it saturates and reports
+    /// [`Saturation::SubUnderflow`], so a stray `sub_and_test(0)` cannot free
+    /// twice.
+    ///
     /// # Ordering
     ///
     /// **Release; Acquire on success.**
@@ -936,6 +946,36 @@ mod tests {
     const SAT: i32 = Refcount::SATURATED;
 
     // ----- overflow: value == REFCOUNT_SATURATED -----
+
+    /// Zero amounts, against the kernel's definitions: `sub_and_test(0)` is
+    /// true iff `old > 0 && old == 0`, i.e. never; `add(0)` on zero is an
+    /// addition on a freed object; `add_not_zero(0)` only tests.
+    #[test]
+    fn zero_amounts_never_free_and_never_revive() {
+        let live = Refcount::new(3);
+        assert!(!live.sub_and_test(0));
+        live.add(0);
+        assert!(live.add_not_zero(0));
+        assert_eq!(
+            live.read(),
+            3,
+            "zero amounts change nothing on a live count"
+        );
+
+        let freed = Refcount::new(1);
+        assert!(freed.dec_and_test());
+        assert!(!freed.add_not_zero(0), "add_not_zero(0) on zero fails");
+        assert_eq!(freed.read(), 0);
+        assert!(
+            !freed.sub_and_test(0),
+            "sub_and_test(0) on zero must not free again"
+        );
+        assert_eq!(freed.read(), SAT, "and poisons the count");
+
+        let freed = Refcount::new(0);
+        freed.add(0);
+        assert_eq!(freed.read(), SAT, "add(0) on zero is AddOnZero");
+    }
 
     #[test]
     fn refcount_inc_overflow() {

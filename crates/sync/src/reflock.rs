@@ -11,8 +11,8 @@
 //! falling back to `mmap_lock` when it cannot; writers still take the big
 //! lock for writing and additionally write-lock each VMA they change. Since
 //! 6.15 the per-VMA lock is not an `rw_semaphore` but the VMA's reference
-//! count (`vm_refcnt`), with a write-lock *sequence number* beside it (seed
-//! 002, `reference/kernel-primitives.md` §4).
+//! count (`vm_refcnt`), with a write-lock *sequence number* beside it
+//! (`include/linux/mmap_lock.h`, `mm/mmap_lock.c`).
 //!
 //! Here the big lock is a [`RefLockDomain<T>`]: it owns the data `T` behind a
 //! reader-writer lock (the `mm_struct` owning `mmap_lock`), the write-cycle
@@ -121,7 +121,8 @@
 //! another key in the same domain, or for another domain altogether (the
 //! kernel's `SLAB_TYPESAFE_BY_RCU` VMA cache). A reader that found the object
 //! through a stale index may therefore increment the count of an object that
-//! now means something else. The rules (kernel §4.6):
+//! now means something else. The rules (the kernel's `vma_start_read`
+//! comments):
 //!
 //! * [`attach`](RefLock::attach) claims the object (`0 → OFFSET`, Acquire),
 //!   writes its owner, key and `lock_seq`, and publishes them with
@@ -176,6 +177,7 @@ use crate::rcuwait::RcuWait;
 use crate::sync::{Arc, AtomicU32, Ordering};
 use std::error::Error;
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::ptr;
 use std::sync::PoisonError;
@@ -339,7 +341,9 @@ impl<T> RefLockDomain<T> {
         let guard = self.lock.write().unwrap_or_else(PoisonError::into_inner);
         // Relaxed (load): only the write-lock holder stores `seq`, and the
         // lock's acquisition ordered the previous holder's store before us.
-        let seq = self.core.seq.load(Ordering::Relaxed) + 1;
+        // Wrapping: 2^64 write cycles are out of reach (585 years at one per
+        // nanosecond); the operation is spelled out so that no build panics.
+        let seq = self.core.seq.load(Ordering::Relaxed).wrapping_add(1);
         debug_assert!(seq % 2 == 1, "a write cycle began while one was open");
         // Relaxed (store): see `# Ordering` above.
         self.core.seq.store(seq, Ordering::Relaxed);
@@ -347,6 +351,7 @@ impl<T> RefLockDomain<T> {
             domain: self,
             seq,
             guard,
+            _bound_to_thread: PhantomData,
         }
     }
 
@@ -447,6 +452,34 @@ impl<T: fmt::Debug> fmt::Debug for DomainReadGuard<'_, T> {
 /// `downgrade` either: `std`'s `RwLockWriteGuard::downgrade` needs a newer
 /// Rust than this crate's MSRV, and loom has none.)
 ///
+/// # Thread binding
+///
+/// The guard is neither `Sync` nor `Send`: one write cycle is one thread's.
+///
+/// * `!Sync`: the write side of every [`RefLock`] assumes a single writer per
+///   domain. Two threads sharing one guard could `start_write` the same
+///   object at once (both add `OFFSET`, the count passes `2 * OFFSET` and the
+///   wait for `OFFSET + 1` never ends), wait on the domain's single-waiter
+///   [`RcuWait`] together, or trust a `lock_seq` another thread stored
+///   `Relaxed` while its wait for readers is still going on.
+/// * `!Send`: it holds the big lock's `std::sync::RwLockWriteGuard`, which
+///   must be released on the thread that took it (already `!Send`); the
+///   marker states it for every build, loom's included.
+///
+/// ```compile_fail
+/// // A write guard cannot be shared between threads (`!Sync`).
+/// fn shared<T: Sync>(_: &T) {}
+/// let d = shrinker_sync::RefLockDomain::new(());
+/// shared(&d.write());
+/// ```
+///
+/// ```compile_fail
+/// // Nor moved to another thread (`!Send`).
+/// fn moved<T: Send>(_: T) {}
+/// let d = shrinker_sync::RefLockDomain::new(());
+/// moved(d.write());
+/// ```
+///
 /// # Examples
 ///
 /// ```
@@ -464,6 +497,9 @@ pub struct DomainWriteGuard<'a, T> {
     /// This cycle's (odd) sequence.
     seq: u64,
     guard: RwLockWriteGuard<'a, T>,
+    /// `!Sync` and `!Send`, in every build (std's guard is `!Send` but `Sync`
+    /// for `T: Sync`, loom's may differ). See "Thread binding" above.
+    _bound_to_thread: PhantomData<*const ()>,
 }
 
 impl<T> DomainWriteGuard<'_, T> {
@@ -493,7 +529,10 @@ impl<T> Drop for DomainWriteGuard<'_, T> {
         // value sees every change made in this cycle. Runs before the field
         // `guard` drops, i.e. before the big lock is released, so the next
         // cycle's store comes after this one.
-        self.domain.core.seq.store(self.seq + 1, Ordering::Release);
+        self.domain
+            .core
+            .seq
+            .store(self.seq.wrapping_add(1), Ordering::Release);
     }
 }
 
@@ -886,7 +925,8 @@ impl RefLock {
             );
         }
         // Relaxed: `lock_seq` equals this cycle's number only if this thread
-        // (the guard is not Send) stored it, earlier in this cycle.
+        // (the guard is neither Send nor Sync) stored it, earlier in this
+        // cycle.
         if self.lock_seq.load(Ordering::Relaxed) == guard.seq {
             return;
         }
@@ -1082,7 +1122,7 @@ impl RefLock {
         RefLockState(self.refcnt.load(Ordering::Relaxed))
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     fn set_count_for_test(&self, n: u32) {
         self.refcnt.store(n, Ordering::Relaxed);
     }
@@ -1190,6 +1230,10 @@ impl fmt::Debug for RefLockState {
 ///
 /// It borrows the domain it was taken against (the object's owner, checked):
 /// the wake-up on drop therefore goes to memory this borrow keeps alive.
+///
+/// Dropping it never waits; when a writer is waiting for it, the wake-up
+/// takes the writer wait's internal mutex, held by others for a few
+/// instructions.
 ///
 /// # Examples
 ///

@@ -1,8 +1,9 @@
 //! loom models of [`PercpuRef`]: kill against `tryget_live` against put, the
 //! confirm callback's promise, gets and puts split across threads through the
-//! per-CPU → atomic switch, the swap-device publication (seed 003),
-//! `resurrect` against the old life's last put, and a kill during an
-//! in-flight `switch_to_atomic`.
+//! per-CPU → atomic switch, the swap-device publication
+//! (`examples/swap_device.rs`), `resurrect` against the old life's last put,
+//! a kill during an in-flight `switch_to_atomic`, and both asynchronous forms
+//! called inside an RCU callback.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p shrinker-sync --test loom_percpu_ref`
 //!
@@ -35,8 +36,9 @@
 //!   that began after the other had returned confirming before the other's
 //!   confirm; release before the kill's confirm, before the reader's use,
 //!   or more than once; `tryget_live` succeeding after the kill's confirm.
-//!   Mutation checks: `kill` not waiting for the switch in flight, or
-//!   `switch_to_atomic` not waiting for the kill's (confirm order); clearing
+//!   Mutation checks: `kill` or `switch_to_atomic` confirming at once
+//!   instead of chaining its confirm to the switch in flight, or the switch
+//!   running chained confirms before its own (confirm order); clearing
 //!   `switching` before the confirm in `switch_to_atomic_rcu` (confirm
 //!   order); putting the switch's own reference before its confirm, or the
 //!   kill's initial reference before an immediate confirm (release before
@@ -243,8 +245,9 @@ fn slotless_thread_counts_through_the_bias() {
     });
 }
 
-/// Seed 003: a device created dead is initialised and resurrected while a
-/// long-lived handle tries it. A successful `tryget_live` followed by
+/// The swap device (`examples/swap_device.rs`): a device created dead is
+/// initialised and resurrected while a long-lived handle tries it. A
+/// successful `tryget_live` followed by
 /// `fence(Acquire)` must see the initialisation.
 #[test]
 fn swapon_publishes_to_tryget_live_then_acquire() {
@@ -424,10 +427,10 @@ impl Calls {
 /// `kill_and_confirm` while a `switch_to_atomic` may be in flight, and the
 /// other way round, with a reader's `tryget_live` + use + put on a third
 /// thread. Whichever takes the switch mutex first starts the one switch
-/// (its confirm runs in the RCU callback); the other waits for that switch
-/// and confirms at once. Checked: each confirm runs exactly once; a call
-/// that began after the other had returned confirms after the other's
-/// confirm (the wait for the switch in flight); release runs exactly once,
+/// (its confirm runs in the RCU callback); the other finds it in flight (or
+/// done) and chains its confirm to it (or confirms at once). Checked: each
+/// confirm runs exactly once; a call that began after the other had returned
+/// confirms after the other's confirm (the chaining); release runs exactly once,
 /// after the kill's confirm and after the reader's use; `tryget_live` fails
 /// once the kill's confirm has run.
 #[test]
@@ -523,5 +526,94 @@ fn kill_during_switch_to_atomic() {
             })
         };
         late.join().unwrap();
+    });
+}
+
+/// The asynchronous forms inside an RCU callback: a `call_rcu` closure
+/// switches the ref to atomic (queueing the switch, which cannot run before
+/// the closure returns) and then kills it with a confirm, which must chain
+/// to that switch instead of waiting for it (waiting there would deadlock
+/// the worker, or here the barrier running the closure). A reader's
+/// `tryget_live` + use + put runs on another thread. Checked: both confirms
+/// run once, the switch's first; release runs once, after the kill's
+/// confirm and after the reader's use; `tryget_live` fails once the kill's
+/// confirm has run.
+///
+/// Mutation checks (each applied to `src/percpu_ref.rs` alone, the model
+/// run, the file restored): `kill` going through the waiting mode switch
+/// again (inside the callback it panics, recorded; without that check loom
+/// reports the deadlock); its confirm run at once instead of chained
+/// (confirm order); the chained confirms run after `switching` is cleared
+/// and the switch's reference put (release before the kill's confirm). Each
+/// fails it.
+#[test]
+fn async_forms_inside_an_rcu_callback() {
+    loom::model(|| {
+        let payload = Payload::new(1);
+        let broken = Broken::new();
+        let calls = Arc::new(Calls {
+            switch_called: AtomicBool::new(false),
+            kill_called: AtomicBool::new(false),
+            switch_confirmed: AtomicUsize::new(0),
+            kill_confirmed: AtomicUsize::new(0),
+        });
+        let r = {
+            let (p, b, c) = (payload.clone(), broken.clone(), calls.clone());
+            Arc::new(PercpuRef::new(
+                move || {
+                    b.check(c.kill_confirmed(), "release before the kill's confirm");
+                    b.guard("release", || p.write(POISON));
+                    // Relaxed: a counter read after the model's joins.
+                    p.releases.fetch_add(1, Ordering::Relaxed);
+                },
+                InitFlags::NONE,
+            ))
+        };
+        let owner = {
+            let (r, b, c) = (r.clone(), broken.clone(), calls.clone());
+            thread::spawn(move || {
+                shrinker_rcu::call_rcu(move || {
+                    b.check(shrinker_rcu::in_callback(), "not inside a callback");
+                    let (b1, c1) = (b.clone(), c.clone());
+                    r.switch_to_atomic(move || {
+                        b1.check(!c1.kill_confirmed(), "kill confirmed before the switch");
+                        // Release: pairs with the Acquire loads in Calls.
+                        c1.switch_confirmed.fetch_add(1, Ordering::Release);
+                    });
+                    let (b2, c2) = (b.clone(), c.clone());
+                    b.guard("kill_and_confirm inside a callback", || {
+                        r.kill_and_confirm(move || {
+                            b2.check(c2.switch_confirmed(), "kill confirmed first");
+                            // Release: pairs with the Acquire loads in Calls.
+                            c2.kill_confirmed.fetch_add(1, Ordering::Release);
+                        });
+                    });
+                });
+                rcu_barrier(); // runs the closure, then the switch it queued
+            })
+        };
+        let reader = {
+            let (r, payload, c) = (r.clone(), payload.clone(), calls.clone());
+            thread::spawn(move || {
+                let after_confirm = c.kill_confirmed();
+                let got = r.tryget_live();
+                assert!(
+                    !(after_confirm && got),
+                    "tryget_live succeeded after the kill's confirm"
+                );
+                if got {
+                    assert_eq!(payload.read(), 1);
+                    r.put();
+                }
+            })
+        };
+        owner.join().unwrap();
+        reader.join().unwrap();
+        broken.assert_none();
+        // Relaxed: read after the joins.
+        assert_eq!(calls.switch_confirmed.load(Ordering::Relaxed), 1);
+        assert_eq!(calls.kill_confirmed.load(Ordering::Relaxed), 1);
+        assert_eq!(payload.releases(), 1, "released exactly once");
+        assert!(r.is_zero() && r.is_dying());
     });
 }

@@ -1,6 +1,7 @@
-//! The address-space example (seed 002) as a torture test: fault-like
-//! readers against a mapping writer, with ranges recycled across address
-//! spaces and a short-lived address space created and destroyed throughout.
+//! The address-space example (`examples/address_space.rs`) as a torture
+//! test: fault-like readers against a mapping writer, with ranges recycled
+//! across address spaces and a short-lived address space created and
+//! destroyed throughout.
 //! Every range a reader locks must be attached to the address space it asked,
 //! contain the address, and be consistent (no torn or poisoned fields).
 //! Sized by writer rounds, capped in time; smaller under sanitizers.

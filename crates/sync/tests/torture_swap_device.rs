@@ -1,6 +1,7 @@
-//! The swap-device example (seed 003) as a stress test: swapoff/swapon cycles
-//! against reader threads; every reader checks that the device it pinned is
-//! fully initialised and not torn down. Sized by cycles, capped in time.
+//! The swap-device example (`examples/swap_device.rs`) as a stress test:
+//! swapoff/swapon cycles against reader threads; every reader checks that the
+//! device it pinned is fully initialised and not torn down. Sized by cycles,
+//! capped in time.
 
 #[path = "../examples/swap_device.rs"]
 mod swap_device;
