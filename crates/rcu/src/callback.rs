@@ -628,6 +628,33 @@ impl Callbacks {
         }
     }
 
+    fn try_flush_lazy(&'static self, limit: usize) -> usize {
+        let Some(shards) = self.shards.get() else {
+            return 0;
+        };
+        let mut moved = 0usize;
+        for shard in shards.iter() {
+            if moved >= limit {
+                break;
+            }
+            // Relaxed: a hint that spares empty shards the lock.
+            if shard.lazy_len.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let Ok(mut q) = shard.queue.try_lock() else {
+                continue;
+            };
+            let n = q.lazy.len();
+            if q.flush_lazy(&shard.lazy_len) {
+                moved += n;
+            }
+        }
+        if moved > 0 {
+            self.wake_worker();
+        }
+        moved
+    }
+
     fn flush_all_lazy(&'static self) {
         let Some(shards) = self.shards.get() else {
             return;
@@ -676,6 +703,22 @@ impl Callbacks {
         for shard in self.shards().iter() {
             lock(&shard.queue).flush_lazy(&shard.lazy_len);
         }
+    }
+
+    fn try_flush_lazy(&'static self, limit: usize) -> usize {
+        let mut moved = 0usize;
+        for shard in self.shards().iter() {
+            if moved >= limit {
+                break;
+            }
+            if let Ok(mut q) = shard.queue.try_lock() {
+                let n = q.lazy.len();
+                if q.flush_lazy(&shard.lazy_len) {
+                    moved += n;
+                }
+            }
+        }
+        moved
     }
 }
 
@@ -801,6 +844,21 @@ pub fn in_callback() -> bool {
 /// pressure.
 pub fn flush_lazy() {
     domain().callbacks.flush_all_lazy();
+}
+
+/// Move up to `limit` lazy callbacks to the prompt queue, taking each
+/// shard's lock only if it is free; returns how many were moved (the
+/// lazy-RCU shrinker's scan). A shard whose lock is busy is skipped: a
+/// shrinker must not block reclaim on a lock that may be held by a thread
+/// waiting for memory (the kernel's `lazy_rcu_shrink_scan` takes
+/// `rcu_nocb_try_lock` for the same reason). A shard is flushed whole, so
+/// the count may pass `limit` by less than one shard's backlog.
+///
+/// # Blocking
+///
+/// Never: try-locks only.
+pub fn try_flush_lazy(limit: usize) -> usize {
+    domain().callbacks.try_flush_lazy(limit)
 }
 
 /// Lazy callbacks not yet flushed (the lazy-RCU shrinker's count: the sum of

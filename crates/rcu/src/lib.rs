@@ -121,7 +121,7 @@ mod reader;
 pub use barrier::{barrier_mode, BarrierMode};
 pub use callback::{
     call_rcu, call_rcu_lazy, defer_drop, flush_lazy, in_callback, lazy_pending, rcu_barrier, stats,
-    tunables, Stats, Tunables,
+    try_flush_lazy, tunables, Stats, Tunables,
 };
 pub use grace::{cond_synchronize, get_state, poll_state, synchronize_rcu, GpState};
 pub use list::{Iter, ListWriter, RcuList, Removed};

@@ -71,6 +71,8 @@ pub(crate) struct Outcome {
     pub(crate) empty: bool,
     /// Objects freed by scan calls.
     pub(crate) freed: usize,
+    /// Bytes the scan calls reported freeing (0: none reported).
+    pub(crate) freed_bytes: usize,
     /// Objects scanned (the sum of `nr_scanned`).
     pub(crate) scanned: usize,
     /// Deferred work taken at step 2.
@@ -147,6 +149,7 @@ pub(crate) fn do_shrink_slab(
     Outcome {
         empty: false,
         freed,
+        freed_bytes: sc.freed_bytes(),
         scanned,
         nr,
         next_deferred,

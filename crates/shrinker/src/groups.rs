@@ -178,6 +178,7 @@ use crate::list_lru::{ListLru, ReparentError};
 use crate::pin::{self, WalkerSlot};
 use crate::registry::{pin_for_callout, ShrinkerRegistry};
 use crate::sync::{fence, lock, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::Freed;
 
 /// Shrinker ids per unit (bits in `Unit::map`).
 pub(crate) const BITS_PER_UNIT: usize = 64;
@@ -1406,10 +1407,11 @@ impl ShrinkerRegistry {
         group: GroupId,
         nid: usize,
         priority: u8,
-    ) -> Result<usize, ShrinkError> {
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<Freed, ShrinkError> {
         // `None` inside a nested walk or during thread teardown: refcount
         // pins only.
-        pin::with_walker_slot(|slot| self.shrink_group_with(slot, group, nid, priority))
+        pin::with_walker_slot(|slot| self.shrink_group_with(slot, group, nid, priority, stop))
     }
 
     #[inline]
@@ -1419,7 +1421,8 @@ impl ShrinkerRegistry {
         group: GroupId,
         nid: usize,
         priority: u8,
-    ) -> Result<usize, ShrinkError> {
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<Freed, ShrinkError> {
         let gate = &*self.inner.gate;
         // 1. Find and pin the group: lightly if the gate is open (pin.rs,
         // "Light group pins"), else with its refcount.
@@ -1446,10 +1449,10 @@ impl ShrinkerRegistry {
         };
         let (freed, guard) = if pin.light.is_some() {
             // The slot itself marks the walk for remove_group's misuse check.
-            self.walk_units(data, slot, group, nid, priority, guard)
+            self.walk_units(data, slot, group, nid, priority, stop, guard)
         } else {
             mark_walking(data, move || {
-                self.walk_units(data, slot, group, nid, priority, guard)
+                self.walk_units(data, slot, group, nid, priority, stop, guard)
             })
         };
         // 7. Inside the read section: see `GroupData::put`.
@@ -1461,6 +1464,7 @@ impl ShrinkerRegistry {
     /// Steps 2–6 over the installed units of (`data`, `nid`); returns what
     /// was freed and the read section it ends in.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn walk_units(
         &self,
         data: &GroupData,
@@ -1468,10 +1472,11 @@ impl ShrinkerRegistry {
         group: GroupId,
         nid: usize,
         priority: u8,
+        stop: &std::sync::atomic::AtomicBool,
         mut guard: ReadGuard,
-    ) -> (usize, ReadGuard) {
+    ) -> (Freed, ReadGuard) {
         let gate = &*self.inner.gate;
-        let mut freed = 0usize;
+        let mut freed = Freed::default();
         let mut w = 0;
         // 2. Re-load the map each time: an expansion may have replaced it
         // while we were out of the read section.
@@ -1493,6 +1498,10 @@ impl ShrinkerRegistry {
                 // walk; one cleared since costs a visit that finds it empty.
                 let mut bits = unit.map.load(Ordering::Relaxed);
                 while bits != 0 {
+                    // Relaxed: a request to stop soon.
+                    if stop.load(Ordering::Relaxed) {
+                        return (freed, guard);
+                    }
                     let bit = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
                     let m = 1u64 << bit;
@@ -1551,7 +1560,9 @@ impl ShrinkerRegistry {
                             unit.set(bit);
                         }
                     }
-                    freed = freed.saturating_add(out.freed);
+                    if out.freed > 0 || out.freed_bytes > 0 {
+                        freed = freed.saturating_add(node.account(&out));
+                    }
                     // 6. Re-enter before unpinning.
                     guard = read_lock();
                     pinned.unpin(&guard);

@@ -120,6 +120,7 @@
 
 mod engine;
 mod error;
+mod freed;
 mod group;
 mod groups;
 mod ids;
@@ -128,6 +129,7 @@ pub mod list_lru;
 pub mod lru_cache;
 mod node;
 mod pin;
+pub mod reclaim;
 mod registry;
 mod request;
 mod shrink;
@@ -135,6 +137,7 @@ mod shrinker;
 mod topology;
 
 pub use error::{BuildError, GroupError, ShrinkError};
+pub use freed::Freed;
 pub use group::{GroupId, GroupObserver};
 pub use info::{ShrinkerFlags, ShrinkerId, ShrinkerInfo, ShrinkerStats};
 pub use list_lru::{Isolate, ListLru, LruKey, ReparentError};

@@ -583,6 +583,9 @@ struct Inner<K, V> {
     limit: Option<Limit>,
     /// Entries are placed per node (module doc, "Nodes"); else on node 0.
     numa_aware: bool,
+    /// Bytes per unit of weight, for the scans' byte reports (`None`:
+    /// unknown; `LruCacheBuilder::bytes_per_weight`).
+    bytes_per_weight: Option<usize>,
 }
 
 /// The capacity and the running total it is checked against (module doc,
@@ -791,20 +794,22 @@ where
 
     /// Walk up to `nr` items from the head of (`home`, `group`), rotating
     /// the referenced and evicting the others: steps 2–4 of the module doc.
-    /// Returns (items walked, entries evicted).
-    fn evict(&self, home: usize, group: GroupId, nr: usize) -> (usize, usize) {
+    /// Returns (items walked, entries evicted, their weight).
+    fn evict(&self, home: usize, group: GroupId, nr: usize) -> (usize, usize, usize) {
         let mut budget = nr;
         // 2. Isolate; the callback takes no lock (lock order, module doc).
         let isolated = self
             .lru
             .walk(home, group, &mut budget, |it| second_chance(&it.referenced));
-        (nr - budget, self.dispose(isolated))
+        let (freed, weight) = self.dispose(isolated);
+        (nr - budget, freed, weight)
     }
 
-    /// Steps 3–4: remove the entries the isolated items still name.
-    fn dispose(&self, isolated: Vec<Item<K>>) -> usize {
+    /// Steps 3–4: remove the entries the isolated items still name;
+    /// returns how many, and their weight.
+    fn dispose(&self, isolated: Vec<Item<K>>) -> (usize, usize) {
         if isolated.is_empty() {
-            return 0;
+            return (0, 0);
         }
         let mut batch: Vec<(usize, Item<K>)> = isolated
             .into_iter()
@@ -839,7 +844,7 @@ where
         self.account(0, gone);
         drop(doomed);
         drop(batch);
-        freed
+        (freed, gone)
     }
 }
 
@@ -861,10 +866,13 @@ where
     }
 
     fn scan(&self, sc: &mut ShrinkControl) -> Scan {
-        let (walked, freed) = self
-            .0
-            .evict(self.0.home(sc.node()), sc.group(), sc.nr_to_scan());
+        let (walked, freed, weight) =
+            self.0
+                .evict(self.0.home(sc.node()), sc.group(), sc.nr_to_scan());
         sc.set_nr_scanned(walked);
+        if let Some(bpw) = self.0.bytes_per_weight {
+            sc.report_freed_bytes(weight.saturating_mul(bpw));
+        }
         Scan::Freed(freed)
     }
 }
@@ -895,6 +903,7 @@ pub struct LruCacheBuilder<K, V> {
     shards: usize,
     max_weight: Option<usize>,
     numa_aware: bool,
+    bytes_per_weight: Option<Option<usize>>,
 }
 
 impl<K, V> fmt::Debug for LruCacheBuilder<K, V> {
@@ -939,6 +948,18 @@ where
     /// ```
     pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> usize + Send + Sync + 'static) -> Self {
         self.weigher = Some(Box::new(weigher));
+        self
+    }
+
+    /// How many bytes one unit of weight stands for, when the reclaimer
+    /// counts what the cache's scans free
+    /// ([`ShrinkControl::report_freed_bytes`](crate::ShrinkControl::report_freed_bytes)).
+    /// Default: 1 with a [`weigher`](Self::weigher) (weights are bytes),
+    /// unknown without one (0 also means unknown; the reclaimer then relies
+    /// on the usage its pressure source reads). A weigher in pages, say,
+    /// sets 4096.
+    pub fn bytes_per_weight(mut self, bytes: usize) -> Self {
+        self.bytes_per_weight = Some(Some(bytes));
         self
     }
 
@@ -1118,6 +1139,7 @@ where
         // state, which holds the list. The cell is set before registration.
         let id_cell: Arc<OnceLock<ShrinkerId>> = Arc::default();
         let numa_aware = self.numa_aware;
+        let weighed = self.weigher.is_some();
         let lru = {
             let (registry, id_cell) = (registry.clone(), Arc::clone(&id_cell));
             Arc::new(ListLru::with_notify(
@@ -1169,6 +1191,10 @@ where
                 total: AtomicUsize::new(0),
             }),
             numa_aware,
+            bytes_per_weight: self
+                .bytes_per_weight
+                .unwrap_or(weighed.then_some(1))
+                .filter(|&b| b > 0),
         });
         let mut b = ShrinkerBuilder::new(self.name)
             .group_aware(true)
@@ -1265,6 +1291,7 @@ where
             shards: 0,
             max_weight: None,
             numa_aware: false,
+            bytes_per_weight: None,
         }
     }
 

@@ -52,6 +52,7 @@ use crate::group::{Deferred, GroupId};
 use crate::info::{ShrinkerFlags, ShrinkerId, ShrinkerStats};
 use crate::shrink::{Count, Scan, Shrink, ShrinkControl};
 use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use crate::Freed;
 
 /// Per-shrinker statistics of the scan path: plain counters, always on.
 ///
@@ -115,6 +116,9 @@ pub(crate) struct Node {
     pub(crate) done: Completion,
     pub(crate) id: ShrinkerId,
     pub(crate) name: Box<str>,
+    /// Declared bytes per object (`ShrinkerBuilder::object_bytes`); 0:
+    /// unknown.
+    object_bytes: usize,
     /// Under loom the node is not deallocated but marked, so that a walker
     /// touching it after its "free" fails the model.
     #[cfg(loom)]
@@ -138,6 +142,7 @@ impl Node {
         flags: ShrinkerFlags,
         seeks: u32,
         batch: usize,
+        object_bytes: usize,
         deferred: Deferred,
     ) -> Self {
         Node {
@@ -155,6 +160,7 @@ impl Node {
             done: Completion::new(),
             id,
             name,
+            object_bytes,
             #[cfg(loom)]
             freed: crate::sync::AtomicBool::new(false),
         }
@@ -285,6 +291,32 @@ impl Node {
             }),
             scan_time: std::time::Duration::from_nanos(s.scan_ns.load(Ordering::Relaxed)),
             panics: s.panics.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What a visit freed, in objects and bytes: the bytes its scans
+    /// reported, else its objects times the declared size, else unsized.
+    #[inline]
+    pub(crate) fn account(&self, o: &Outcome) -> Freed {
+        let objects = o.freed as u64;
+        if o.freed_bytes > 0 {
+            Freed {
+                objects,
+                bytes: o.freed_bytes as u64,
+                unsized_objects: 0,
+            }
+        } else if self.object_bytes > 0 {
+            Freed {
+                objects,
+                bytes: objects.saturating_mul(self.object_bytes as u64),
+                unsized_objects: 0,
+            }
+        } else {
+            Freed {
+                objects,
+                bytes: 0,
+                unsized_objects: objects,
+            }
         }
     }
 

@@ -74,7 +74,9 @@ use crate::request::ShrinkRequest;
 use crate::shrink::{Count, Scan};
 use crate::sync::{fence, lock, AtomicPtr, Mutex, Ordering};
 use crate::topology;
+use crate::Freed;
 use crate::GroupId;
+use std::sync::atomic::AtomicBool;
 
 /// A set of shrinkers that reclaim walks over (the kernel's `shrinker_list`
 /// with `shrinker_mutex` and `shrinker_idr`).
@@ -230,11 +232,66 @@ impl ShrinkerRegistry {
     #[track_caller]
     pub fn shrink(&self, req: &ShrinkRequest) -> Result<usize, ShrinkError> {
         assert_not_in_read_section("ShrinkerRegistry::shrink");
+        self.shrink_accounted_until(req, &NEVER)
+            .map(|f| usize::try_from(f.objects).unwrap_or(usize::MAX))
+    }
+
+    /// [`shrink`](Self::shrink), counting what was freed in bytes as well
+    /// as objects ([`Freed`]): the figure a reclaimer that is asked for
+    /// bytes needs.
+    ///
+    /// # Blocking
+    ///
+    /// As [`shrink`](Self::shrink).
+    ///
+    /// # Errors
+    ///
+    /// As [`shrink`](Self::shrink).
+    ///
+    /// # Panics
+    ///
+    /// As [`shrink`](Self::shrink).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shrinker::{Count, Scan, Shrink, ShrinkControl, ShrinkerBuilder, ShrinkRequest, ShrinkerRegistry};
+    /// struct Pages(std::sync::atomic::AtomicUsize);
+    /// impl Shrink for Pages {
+    ///     fn count(&self, _: &ShrinkControl) -> Count { Count::Objects(self.0.load(std::sync::atomic::Ordering::Relaxed)) }
+    ///     fn scan(&self, sc: &mut ShrinkControl) -> Scan {
+    ///         self.0.fetch_sub(sc.nr_to_scan(), std::sync::atomic::Ordering::Relaxed);
+    ///         Scan::Freed(sc.nr_to_scan())
+    ///     }
+    /// }
+    /// let reg = ShrinkerRegistry::builder().nodes(1).build()?;
+    /// let _p = ShrinkerBuilder::new("pages").object_bytes(4096)
+    ///     .build_in(&reg, Pages(1000.into()))?.register();
+    /// let f = reg.shrink_accounted(&ShrinkRequest { priority: 0, ..Default::default() })?;
+    /// assert_eq!((f.objects, f.bytes), (1000, 1000 * 4096));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[track_caller]
+    pub fn shrink_accounted(&self, req: &ShrinkRequest) -> Result<Freed, ShrinkError> {
+        assert_not_in_read_section("ShrinkerRegistry::shrink_accounted");
+        self.shrink_accounted_until(req, &NEVER)
+    }
+
+    /// The walk behind [`shrink_accounted`](Self::shrink_accounted), which
+    /// stops before the next shrinker once `stop` is set (a reclaimer being
+    /// dropped).
+    #[track_caller]
+    pub(crate) fn shrink_accounted_until(
+        &self,
+        req: &ShrinkRequest,
+        stop: &AtomicBool,
+    ) -> Result<Freed, ShrinkError> {
+        assert_not_in_read_section("ShrinkerRegistry::shrink");
         self.validate(req.node, req.priority)?;
         if req.group == GroupId::ROOT {
-            Ok(self.shrink_global(req.node, req.priority))
+            Ok(self.shrink_global(req.node, req.priority, stop))
         } else {
-            self.shrink_group(req.group, req.node, req.priority)
+            self.shrink_group(req.group, req.node, req.priority, stop)
         }
     }
 
@@ -257,21 +314,28 @@ impl ShrinkerRegistry {
 
     /// The walk: the numbered protocol in the module documentation, with a
     /// light pin instead of the refcount while the gate is open (pin.rs).
-    fn shrink_global(&self, nid: usize, priority: u8) -> usize {
+    fn shrink_global(&self, nid: usize, priority: u8, stop: &AtomicBool) -> Freed {
         // `None` inside a nested walk or during thread teardown: refcount
         // pins only.
-        pin::with_walker_slot(|slot| self.shrink_global_with(slot, nid, priority))
+        pin::with_walker_slot(|slot| self.shrink_global_with(slot, nid, priority, stop))
     }
 
     #[inline]
-    fn shrink_global_with(&self, slot: Option<&WalkerSlot>, nid: usize, priority: u8) -> usize {
-        let mut freed = 0usize;
+    fn shrink_global_with(
+        &self,
+        slot: Option<&WalkerSlot>,
+        nid: usize,
+        priority: u8,
+        stop: &AtomicBool,
+    ) -> Freed {
+        let mut freed = Freed::default();
         let gate = &*self.inner.gate;
         // 1.
         let mut guard = read_lock();
         // Acquire: pairs with the Release link stores in `link`/`unlink`.
         let mut p = self.inner.head.load(Ordering::Acquire);
-        while !p.is_null() {
+        // Relaxed: a request to stop soon, checked before each shrinker.
+        while !p.is_null() && !stop.load(Ordering::Relaxed) {
             // SAFETY: `p` was read (Acquire) from the head or from the `next`
             // of a node we stood on inside the current read section; nodes
             // are freed only after a grace period that began after their
@@ -302,7 +366,9 @@ impl ShrinkerRegistry {
             let deferred = node.deferred.slot(node.effective_node(nid));
             let outcome =
                 node.shrink_pinned(nid, GroupId::ROOT, priority, pin.is_light(), deferred);
-            freed = freed.saturating_add(outcome.freed);
+            if outcome.freed > 0 || outcome.freed_bytes > 0 {
+                freed = freed.saturating_add(node.account(&outcome));
+            }
             // 5. Re-enter before unpinning.
             guard = read_lock();
             #[cfg(loom)]
@@ -538,6 +604,9 @@ impl ShrinkerRegistry {
         }
     }
 }
+
+/// The stop flag of a walk that is never stopped.
+static NEVER: AtomicBool = AtomicBool::new(false);
 
 /// Refuse to run shrinker callbacks inside the caller's RCU read section
 /// (the `Shrink` contract lets callbacks block and synchronize).

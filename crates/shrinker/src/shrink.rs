@@ -114,6 +114,8 @@ pub struct ShrinkControl {
     group: GroupId,
     nr_to_scan: usize,
     nr_scanned: usize,
+    /// Bytes the scan calls of this visit reported freeing.
+    freed_bytes: usize,
 }
 
 impl ShrinkControl {
@@ -125,6 +127,7 @@ impl ShrinkControl {
             group,
             nr_to_scan: 0,
             nr_scanned: 0,
+            freed_bytes: 0,
         }
     }
 
@@ -173,6 +176,45 @@ impl ShrinkControl {
     #[inline]
     pub fn set_nr_scanned(&mut self, n: usize) {
         self.nr_scanned = n;
+    }
+
+    /// Report how many bytes this scan call freed (added up over the scan
+    /// calls of one visit). Reclaim asks for bytes, shrinkers count objects:
+    /// a shrinker whose objects differ in size reports what it freed here
+    /// (the kernel's `reclaim_state->reclaimed`); one whose objects are
+    /// alike may instead declare their size once with
+    /// [`ShrinkerBuilder::object_bytes`](crate::ShrinkerBuilder::object_bytes).
+    /// A report here wins over the declared size for this visit. See
+    /// [`Freed`](crate::Freed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shrinker::{Count, Scan, Shrink, ShrinkControl};
+    /// use std::sync::Mutex;
+    ///
+    /// struct Blobs(Mutex<Vec<Vec<u8>>>);
+    /// impl Shrink for Blobs {
+    ///     fn count(&self, _: &ShrinkControl) -> Count { Count::Objects(self.0.lock().unwrap().len()) }
+    ///     fn scan(&self, sc: &mut ShrinkControl) -> Scan {
+    ///         let mut v = self.0.lock().unwrap();
+    ///         let n = sc.nr_to_scan().min(v.len());
+    ///         let at = v.len() - n;
+    ///         let bytes: usize = v.drain(at..).map(|b| b.capacity()).sum();
+    ///         sc.report_freed_bytes(bytes);
+    ///         Scan::Freed(n)
+    ///     }
+    /// }
+    /// ```
+    #[inline]
+    pub fn report_freed_bytes(&mut self, bytes: usize) {
+        self.freed_bytes = self.freed_bytes.saturating_add(bytes);
+    }
+
+    /// Bytes reported so far in this visit.
+    #[inline]
+    pub(crate) fn freed_bytes(&self) -> usize {
+        self.freed_bytes
     }
 }
 

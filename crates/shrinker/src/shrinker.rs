@@ -87,6 +87,7 @@ pub struct ShrinkerBuilder {
     flags: ShrinkerFlags,
     seeks: u32,
     batch: usize,
+    object_bytes: usize,
 }
 
 impl ShrinkerBuilder {
@@ -98,6 +99,7 @@ impl ShrinkerBuilder {
             flags: ShrinkerFlags::default(),
             seeks: DEFAULT_SEEKS,
             batch: SHRINK_BATCH,
+            object_bytes: 0,
         }
     }
 
@@ -127,6 +129,18 @@ impl ShrinkerBuilder {
     /// default, as in the kernel).
     pub fn batch(mut self, batch: usize) -> Self {
         self.batch = if batch == 0 { SHRINK_BATCH } else { batch };
+        self
+    }
+
+    /// The size in bytes of one of this cache's objects, for reclaim that
+    /// asks for bytes ([`Freed`](crate::Freed), the
+    /// [`Reclaimer`](crate::reclaim::Reclaimer)): objects freed count this
+    /// many bytes each unless a scan reports its own figure with
+    /// [`ShrinkControl::report_freed_bytes`](crate::ShrinkControl::report_freed_bytes).
+    /// Default 0: unknown (the reclaimer then relies on the usage its
+    /// pressure source reads).
+    pub fn object_bytes(mut self, bytes: usize) -> Self {
+        self.object_bytes = bytes;
         self
     }
 
@@ -189,6 +203,7 @@ impl ShrinkerBuilder {
             self.flags,
             self.seeks,
             self.batch,
+            self.object_bytes,
             deferred,
         ));
         Ok(Shrinker {
