@@ -240,6 +240,74 @@ pub struct LevelEvent {
     pub source: SourceKind,
 }
 
+/// The reclaimer's current pressure level, readable from anywhere without
+/// a channel: for caches that adapt to pressure (a capacity kept low until
+/// the level has been None for a while). Cheap to clone and to read (two
+/// atomic loads).
+#[derive(Clone, Debug)]
+pub struct LevelWatch(Arc<WatchState>);
+
+#[derive(Debug)]
+struct WatchState {
+    /// The level as `Level as u8`.
+    level: std::sync::atomic::AtomicU8,
+    /// When it last changed, in nanoseconds since `epoch`.
+    changed: std::sync::atomic::AtomicU64,
+    epoch: std::time::Instant,
+}
+
+impl LevelWatch {
+    /// A watch that says None until [`set`](Self::set) (for tests and for
+    /// sources of your own).
+    pub fn new() -> Self {
+        LevelWatch(Arc::new(WatchState {
+            level: std::sync::atomic::AtomicU8::new(0),
+            changed: std::sync::atomic::AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+        }))
+    }
+
+    /// The level now.
+    pub fn level(&self) -> Level {
+        // Relaxed: a snapshot; nothing is published through it.
+        match self.0.level.load(Ordering::Relaxed) {
+            0 => Level::None,
+            1 => Level::Moderate,
+            _ => Level::Critical,
+        }
+    }
+
+    /// When the level last changed (the watch's creation if never).
+    pub fn changed_at(&self) -> std::time::Instant {
+        // Relaxed: as `level`.
+        let ns = self.0.changed.load(Ordering::Relaxed);
+        self.0.epoch + Duration::from_nanos(ns)
+    }
+
+    /// Set the level (the reclaimer thread does; tests may).
+    pub fn set(&self, level: Level) {
+        let code = match level {
+            Level::None => 0,
+            Level::Moderate => 1,
+            Level::Critical => 2,
+        };
+        // Relaxed (both): see `level`. The time is stored first so that a
+        // reader seeing the new level sees a time at least as new, give or
+        // take the race of two readers, which a cool-down absorbs.
+        let ns = u64::try_from(self.0.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if self.0.level.load(Ordering::Relaxed) != code {
+            self.0.changed.store(ns, Ordering::Relaxed);
+            self.0.level.store(code, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Default for LevelWatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Bytes asked for and freed, per source.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceFigures {
@@ -390,6 +458,7 @@ impl ReclaimerBuilder {
                 ..ReclaimerStats::default()
             }),
             subscribers: Mutex::new(Vec::new()),
+            watch: LevelWatch::new(),
         });
         let waker = monitor.waker();
         let thread = {
@@ -436,6 +505,7 @@ struct Shared {
     stop: AtomicBool,
     stats: Mutex<ReclaimerStats>,
     subscribers: Mutex<Vec<Sender<LevelEvent>>>,
+    watch: LevelWatch,
 }
 
 impl Shared {
@@ -509,6 +579,11 @@ impl Reclaimer {
         f.bytes_asked = f.bytes_asked.saturating_add(bytes);
         f.bytes_freed = f.bytes_freed.saturating_add(out.freed.bytes);
         out.freed
+    }
+
+    /// The current level, readable from any thread (see [`LevelWatch`]).
+    pub fn level_watch(&self) -> LevelWatch {
+        self.shared.watch.clone()
     }
 
     /// A snapshot of the statistics.

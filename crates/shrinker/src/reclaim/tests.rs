@@ -117,9 +117,13 @@ fn moderate_with_headroom_frees_the_headroom_and_stops() {
     let st = r.stats();
     assert!(st.rounds >= 1 && st.passes >= 1);
     assert_eq!(st.by_source[0].0, "manual");
+    assert_eq!(r.level_watch().level(), Level::Moderate);
     // Back to None: told with what the episode freed.
+    let before = r.level_watch().changed_at();
     h.set(Level::None);
     let e = next(&rx);
+    assert_eq!(r.level_watch().level(), Level::None);
+    assert!(r.level_watch().changed_at() >= before);
     assert_eq!((e.level, e.previous), (Level::None, Level::Moderate));
     assert!(e.freed.bytes >= 300 * KIB);
     drop(r);

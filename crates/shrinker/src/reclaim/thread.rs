@@ -129,6 +129,7 @@ fn level_changed(shared: &Shared, ep: &mut Episode, reading: &Reading) {
         ep.streak = 0;
     }
     ep.level = reading.level;
+    shared.watch.set(reading.level);
     ep.first_round = true;
     ep.told_unreturned = false;
     shared.stats().last_level = reading.level;
