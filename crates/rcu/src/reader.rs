@@ -198,18 +198,19 @@ impl ReaderTls {
         // Relaxed: only this thread writes its `ctr`.
         let in_section = self.reader.ctr.load(Ordering::Relaxed) & NEST_MASK != 0;
         if in_section {
-            // A section is open across our own teardown (a guard held by a
+            // A section is open across our own teardown (guards held by a
             // thread-local destroyed after us): keep it protected by
-            // counting it, as `lock_slow` does for `DEFUNCT` sections.
+            // counting it, as `lock_slow` does for `DEFUNCT` sections. The
+            // count stands for the whole section, however deeply nested:
+            // `ctr` keeps its nesting, so only the outermost guard's drop
+            // reaches `unlock_slow` and uncounts it. (Resetting the nesting
+            // to one here once let an inner guard's drop end the counted
+            // section while the outer guard was still live.)
             domain.defunct_readers.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
         }
         lock(&domain.readers).unregister(ReaderRef(&self.reader));
         self.state.set(DEFUNCT);
-        if in_section {
-            // Relaxed: the record is unregistered; only we read it.
-            self.reader.ctr.store(GP_COUNT, Ordering::Relaxed);
-        }
     }
 
     #[inline]
