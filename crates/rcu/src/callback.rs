@@ -415,7 +415,8 @@ impl Callbacks {
         let mut wake = !lazy;
         let (ready, over_limit, new_episode) = {
             let mut q = lock(&shard.queue);
-            q.outstanding = q.outstanding.saturating_add(1);
+            // Cannot overflow: every counted callback holds memory.
+            q.outstanding += 1;
             if lazy {
                 if q.lazy.is_empty() {
                     q.lazy_since = Some(Instant::now());
@@ -641,11 +642,21 @@ impl Callbacks {
         for (shard, taken) in self.shards().iter().zip(taken.iter_mut()) {
             let mut q = lock(&shard.queue);
             if let Some(since) = q.lazy_since {
-                let deadline = since + delay;
-                if flush_all_lazy || deadline <= now {
-                    q.flush_lazy(&shard.lazy_len);
-                } else {
-                    next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+                // Checked: a deadline past what an `Instant` can hold is
+                // never due on age (the setter saturates at `u64::MAX`
+                // microseconds, which fits today; the worker must not die
+                // if that changes).
+                match since.checked_add(delay) {
+                    Some(deadline) if flush_all_lazy || deadline <= now => {
+                        q.flush_lazy(&shard.lazy_len);
+                    }
+                    Some(deadline) => {
+                        next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+                    }
+                    None if flush_all_lazy => {
+                        q.flush_lazy(&shard.lazy_len);
+                    }
+                    None => {}
                 }
             }
             *taken += q.ready.len();

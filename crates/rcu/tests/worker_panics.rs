@@ -95,3 +95,30 @@ fn worker_survives_deferred_drop_whose_panic_payload_panics() {
         worker_still_runs_callbacks();
     });
 }
+
+/// A huge `lazy_flush_delay` (`Duration::MAX`, "never flush on age") must
+/// not overflow the worker's `Instant + Duration` deadline and kill it (it
+/// does not: the tunable saturates at `u64::MAX` microseconds, which an
+/// `Instant` can hold; this pins that down).
+#[test]
+fn worker_survives_huge_lazy_flush_delay() {
+    with_deadline(
+        10,
+        "rcu_barrier with lazy_flush_delay = Duration::MAX",
+        || {
+            let t = shrinker_rcu::tunables();
+            let old = t.lazy_flush_delay();
+            t.set_lazy_flush_delay(Duration::MAX);
+            let ran = Arc::new(AtomicBool::new(false));
+            let r = ran.clone();
+            shrinker_rcu::call_rcu_lazy(move || r.store(true, Ordering::SeqCst));
+            // The worker computes the lazy deadline when it next looks for work.
+            worker_still_runs_callbacks();
+            assert!(
+                ran.load(Ordering::SeqCst),
+                "rcu_barrier flushes lazy callbacks"
+            );
+            t.set_lazy_flush_delay(old);
+        },
+    );
+}
