@@ -128,6 +128,11 @@ pub(crate) fn reader_barrier(membarrier: bool) {
 /// The barrier mode in force for this process, deciding it now if no thread
 /// has used RCU yet.
 ///
+/// # Blocking
+///
+/// Takes the reader-registry mutex once, to decide the mode on first use
+/// (a `membarrier` query and registration syscall); lock-free afterwards.
+///
 /// # Example
 ///
 /// ```

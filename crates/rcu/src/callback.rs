@@ -1049,6 +1049,11 @@ pub fn in_callback() -> bool {
 /// Move every lazy callback to the prompt queue now, without waiting for it to
 /// run (the lazy-RCU shrinker's scan). The kernel does this under memory
 /// pressure.
+///
+/// # Blocking
+///
+/// Never waits for a callback or a grace period; takes each shard's lock in
+/// turn for a vector append.
 pub fn flush_lazy() {
     domain().callbacks.flush_all_lazy();
 }
@@ -1076,6 +1081,11 @@ pub fn tunables() -> &'static Tunables {
 }
 
 /// A snapshot of the counters of the RCU machinery.
+///
+/// # Blocking
+///
+/// Never waits for a grace period; takes each shard's lock and the
+/// reader-registry mutex briefly, to count.
 ///
 /// # Example
 ///

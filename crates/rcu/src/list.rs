@@ -104,6 +104,13 @@ impl<T> RcuList<T> {
     }
 
     /// Take the writer lock. Writers exclude each other, never readers.
+    ///
+    /// # Blocking
+    ///
+    /// Waits for the writer that holds the lock, if any; never for readers
+    /// or a grace period. Holding the [`ListWriter`] inside a read-side
+    /// section is fine; waiting for a grace period while holding it (e.g.
+    /// [`Removed::into_inner`]) delays other writers by as much.
     pub fn lock(&self) -> ListWriter<'_, T> {
         ListWriter {
             list: self,
@@ -252,6 +259,11 @@ impl<'a, T> ListWriter<'a, T> {
     }
 
     /// Unlink the first element matching `pred` (`list_del_rcu`).
+    ///
+    /// # Panics
+    ///
+    /// If `pred` panics; the panic propagates and the list is left as it
+    /// was (nothing is unlinked before `pred` has answered).
     pub fn remove_first(&mut self, mut pred: impl FnMut(&T) -> bool) -> Option<Removed<T>>
     where
         T: Send + 'static,
@@ -274,6 +286,18 @@ impl<'a, T> ListWriter<'a, T> {
 
     /// Keep the elements for which `keep` returns true; the others are
     /// unlinked and dropped after a grace period. Returns how many went.
+    ///
+    /// # Blocking
+    ///
+    /// Never waits for a grace period: the removed elements go to
+    /// [`crate::defer_drop`].
+    ///
+    /// # Panics
+    ///
+    /// If `keep` panics; the panic propagates, the elements already removed
+    /// stay removed (and are dropped after a grace period), the rest stay
+    /// linked, and the list stays consistent. Also if the RCU callback
+    /// worker cannot be spawned on the process's first deferred free.
     pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) -> usize
     where
         T: Send + 'static,
@@ -307,6 +331,11 @@ pub struct Removed<T: Send + 'static>(Retired<Node<T>>);
 
 impl<T: Send + 'static> Removed<T> {
     /// Wait for the grace period (if it has not passed) and take the element.
+    ///
+    /// # Blocking
+    ///
+    /// For a grace period, unless one has already elapsed since the element
+    /// was unlinked.
     ///
     /// # Panics
     ///

@@ -147,6 +147,15 @@ impl<T: Send + 'static> RcuPtr<T> {
     }
 
     /// Publish `value`; the old value is freed after a grace period.
+    ///
+    /// # Blocking
+    ///
+    /// Never: the old value goes to [`crate::defer_drop`].
+    ///
+    /// # Panics
+    ///
+    /// If the RCU callback worker cannot be spawned on the process's first
+    /// deferred free.
     pub fn store(&self, value: T) {
         drop(self.replace(value));
     }
@@ -185,7 +194,8 @@ impl<T> fmt::Debug for RcuPtr<T> {
 
 /// An unpublished value that readers may still be reading.
 ///
-/// Dropping it frees the value after a grace period ([`crate::defer_drop`]);
+/// Dropping it frees the value after a grace period ([`crate::defer_drop`],
+/// which never waits; at once if the grace period has already passed);
 /// [`into_box`](Self::into_box) waits for the grace period instead and gives
 /// the value back. It knows the grace period it needs (a cookie taken when the
 /// value was unpublished), so a conversion after a grace period has already
@@ -224,6 +234,11 @@ impl<T: Send + 'static> Retired<T> {
     }
 
     /// Wait for the grace period (if it has not passed yet) and take the value.
+    ///
+    /// # Blocking
+    ///
+    /// For a grace period ([`crate::cond_synchronize`]), unless one has
+    /// already elapsed since the value was unpublished.
     ///
     /// # Panics
     ///

@@ -273,6 +273,18 @@ impl std::fmt::Debug for ReadGuard {
 /// [`crate::BarrierMode::Fence`]); nested calls only count. The first call on
 /// a thread registers it, which takes a mutex once.
 ///
+/// # Blocking
+///
+/// Never waits for a grace period. The first call on a thread takes the
+/// reader-registry mutex (held by a grace period only while it scans, never
+/// while it sleeps) and, first in the process, decides the barrier mode
+/// (one `membarrier` registration syscall).
+///
+/// # Panics
+///
+/// If this thread already has `u32::MAX` sections open (`u16::MAX` on 32-bit
+/// targets): leaked guards or unbounded recursion. Checked in every build.
+///
 /// # Example
 ///
 /// ```
@@ -293,6 +305,9 @@ pub fn read_lock() -> ReadGuard {
 }
 
 /// Is the current thread inside a read-side critical section?
+///
+/// Code that may block uses it to refuse to wait there, as
+/// [`crate::synchronize_rcu`] does. Lock-free; a thread-local read.
 #[inline]
 pub fn in_read_section() -> bool {
     READER.with(ReaderTls::in_section)
