@@ -545,14 +545,19 @@ fn new_shards(n: usize) -> Box<[CachePadded<Shard>]> {
 
 /// Drop a caught panic payload. Its `Drop` is user code and may panic in
 /// turn (`std::panic::panic_any(PanicsOnDrop)`); that panic is caught too,
-/// and *its* payload is leaked rather than dropped, since it may be another
-/// such value: a bounded leak on a path that only a hostile payload takes,
-/// instead of a dead worker.
+/// and its payload dropped the same way, up to a few rounds: a payload chain
+/// longer than that is leaked rather than dropped, a bounded leak on a path
+/// only a hostile payload takes, instead of a dead worker.
 #[cfg_attr(loom, allow(dead_code))] // loom propagates callback panics
 fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
-    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(again);
+    let mut payload = payload;
+    for _ in 0..4 {
+        match catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            Ok(()) => return,
+            Err(again) => payload = again,
+        }
     }
+    std::mem::forget(payload);
 }
 
 #[cfg_attr(loom, allow(dead_code))] // loom propagates callback panics
