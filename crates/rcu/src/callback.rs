@@ -469,16 +469,24 @@ impl Callbacks {
         let episodes = self.overload_episodes.fetch_add(1, Ordering::Relaxed) + 1;
         static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         // Relaxed: only decides which log level; one thread wins.
-        if !REPORTED.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                ready,
-                backlog_limit = self.tunables.backlog_limit(),
-                "RCU callback backlog over its limit: callbacks are queued faster than grace \
-                 periods retire them; expediting (reported once per process, see \
-                 shrinker_rcu::stats().backlog_overloads)"
-            );
-        } else {
-            tracing::debug!(ready, episodes, "RCU callback backlog over its limit again");
+        let first = !REPORTED.swap(true, Ordering::Relaxed);
+        // The subscriber is user code, and `call_rcu` must not panic (its
+        // callers hold locks): a panicking subscriber is contained.
+        let reported = catch_unwind(AssertUnwindSafe(|| {
+            if first {
+                tracing::warn!(
+                    ready,
+                    backlog_limit = self.tunables.backlog_limit(),
+                    "RCU callback backlog over its limit: callbacks are queued faster than \
+                     grace periods retire them; expediting (reported once per process, see \
+                     shrinker_rcu::stats().backlog_overloads)"
+                );
+            } else {
+                tracing::debug!(ready, episodes, "RCU callback backlog over its limit again");
+            }
+        }));
+        if let Err(subscriber_panic) = reported {
+            drop_payload(subscriber_panic);
         }
     }
 
@@ -548,7 +556,6 @@ fn new_shards(n: usize) -> Box<[CachePadded<Shard>]> {
 /// and its payload dropped the same way, up to a few rounds: a payload chain
 /// longer than that is leaked rather than dropped, a bounded leak on a path
 /// only a hostile payload takes, instead of a dead worker.
-#[cfg_attr(loom, allow(dead_code))] // loom propagates callback panics
 fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
     let mut payload = payload;
     for _ in 0..4 {
