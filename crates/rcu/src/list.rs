@@ -285,7 +285,8 @@ impl<'a, T> ListWriter<'a, T> {
     }
 
     /// Keep the elements for which `keep` returns true; the others are
-    /// unlinked and dropped after a grace period. Returns how many went.
+    /// unlinked and dropped after a grace period, on the callback worker
+    /// (never under the writer lock). Returns how many went.
     ///
     /// # Blocking
     ///
@@ -314,7 +315,9 @@ impl<'a, T> ListWriter<'a, T> {
                 prev = p;
             } else {
                 // SAFETY: `p` is linked with predecessor `prev`; lock held.
-                drop(unsafe { self.unlink(prev, p) });
+                // Deferred, never dropped inline: `T::drop` must not run
+                // under the writer lock we hold.
+                unsafe { self.unlink(prev, p) }.0.defer();
                 removed += 1;
             }
             p = next;

@@ -146,7 +146,10 @@ impl<T: Send + 'static> RcuPtr<T> {
         NonNull::new(old).map(|p| unsafe { Retired::new(p) })
     }
 
-    /// Publish `value`; the old value is freed after a grace period.
+    /// Publish `value`; the old value is freed after a grace period, always on
+    /// the callback worker (never inline here, even if a grace period
+    /// happens to elapse in between: its `Drop` never runs under the
+    /// caller's locks).
     ///
     /// # Blocking
     ///
@@ -157,7 +160,9 @@ impl<T: Send + 'static> RcuPtr<T> {
     /// If the RCU callback worker cannot be spawned on the process's first
     /// deferred free.
     pub fn store(&self, value: T) {
-        drop(self.replace(value));
+        if let Some(old) = self.replace(value) {
+            old.defer();
+        }
     }
 
     /// Unpublish the value, leaving null.
@@ -265,6 +270,16 @@ impl<T: Send + 'static> Retired<T> {
     /// The grace-period cookie this value waits for.
     pub fn cookie(&self) -> GpState {
         self.cookie
+    }
+
+    /// Hand the value to [`crate::defer_drop`] unconditionally: unlike
+    /// `Drop`, never drops it inline, so its `Drop` cannot run under the
+    /// caller's locks however the race with grace periods goes.
+    pub(crate) fn defer(self) {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: we own the box (invariant) and `this` will not free it;
+        // ownership moves to the queue, which drops it after a grace period.
+        crate::defer_drop(unsafe { Box::from_raw(this.ptr.as_ptr()) });
     }
 }
 

@@ -222,3 +222,46 @@ fn panicking_drops_through_rcu_ptr_and_list() {
         assert!(p.is_null());
     });
 }
+
+/// `RcuPtr::store` and `ListWriter::retain` drop the old values on the
+/// callback worker, never inline on the caller (where `retain` holds the
+/// writer lock): a grace period elapsing between the unlink and the drop
+/// used to make `Retired`'s drop run `T::drop` inline. That race cannot be
+/// forced from outside, so this checks the guarantee under a concurrent
+/// stream of grace periods rather than reproducing the race.
+#[test]
+fn store_and_retain_never_drop_inline() {
+    static INLINE: AtomicUsize = AtomicUsize::new(0);
+    struct WhereDropped;
+    impl Drop for WhereDropped {
+        fn drop(&mut self) {
+            if !in_callback() {
+                INLINE.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    with_deadline(30, "store and retain under grace-period churn", || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    synchronize_rcu();
+                }
+            })
+        };
+        let p = RcuPtr::new(WhereDropped);
+        let list = RcuList::new();
+        for _ in 0..2_000 {
+            p.store(WhereDropped);
+            let mut w = list.lock();
+            w.push_back(WhereDropped);
+            w.retain(|_| false);
+        }
+        stop.store(true, Ordering::SeqCst);
+        churn.join().unwrap();
+        rcu_barrier();
+        assert_eq!(INLINE.load(Ordering::SeqCst), 0);
+        drop(p.into_box()); // the live value, inline by design
+    });
+}
