@@ -270,7 +270,9 @@ impl Tunables {
     /// How long the worker lets prompt callbacks accumulate before starting a
     /// grace period for them (1 ms); skipped when a shard is at
     /// [`Self::high_water`] or a barrier waits. Bounds the membarrier rate to
-    /// about 1/`batch_delay` below the high mark.
+    /// about 1/`batch_delay` below the high mark. A delay too long for the
+    /// clock (`Duration::MAX`) makes prompt callbacks wait until their shard
+    /// reaches the high mark or an [`rcu_barrier`] runs.
     pub fn batch_delay(&self) -> Duration {
         Duration::from_micros(self.batch_delay_us.load(Ordering::Relaxed))
     }
@@ -446,11 +448,12 @@ impl Callbacks {
         };
         if ready >= tunables.high_water() {
             self.kick_urgent();
-            if over_limit {
-                self.overloaded(ready, new_episode);
-            }
         } else if wake {
             self.wake_worker();
+        }
+        // Counted even if someone set the limit below the high mark.
+        if over_limit {
+            self.overloaded(ready, new_episode);
         }
         (shard, over_limit)
     }
