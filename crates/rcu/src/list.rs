@@ -137,9 +137,13 @@ impl<T> Drop for RcuList<T> {
     }
 }
 
+/// Formats the elements as a reader sees them, under a read-side section of
+/// its own: never takes the writer lock, so it works (and cannot deadlock)
+/// while the formatting thread holds that lock.
 impl<T: fmt::Debug> fmt::Debug for RcuList<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.lock().iter()).finish()
+        let guard = crate::read_lock();
+        f.debug_list().entries(self.iter(&guard)).finish()
     }
 }
 

@@ -265,3 +265,19 @@ fn store_and_retain_never_drop_inline() {
         drop(p.into_box()); // the live value, inline by design
     });
 }
+
+/// `{:?}` on a list while its writer lock is held (a log line inside an
+/// update) used to take the writer lock again and deadlock.
+#[test]
+fn debug_formatting_a_list_under_its_writer_lock() {
+    with_deadline(10, "Debug of an RcuList under its writer lock", || {
+        let list = RcuList::new();
+        let mut w = list.lock();
+        w.push_back(1u32);
+        w.push_back(2);
+        assert_eq!(format!("{list:?}"), "[1, 2]");
+        drop(w);
+        let _g = read_lock();
+        assert_eq!(format!("{list:?}"), "[1, 2]");
+    });
+}
