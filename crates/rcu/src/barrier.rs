@@ -168,13 +168,19 @@ fn register_membarrier() -> bool {
     if !supported.contains_command(MembarrierCommand::PrivateExpedited)
         || !supported.contains_command(MembarrierCommand::RegisterPrivateExpedited)
     {
-        tracing::info!("membarrier PRIVATE_EXPEDITED unsupported; RCU readers use fences");
+        // Contained: we hold the registry lock, inside a reader's first
+        // `read_lock`.
+        crate::callback::report_contained(|| {
+            tracing::info!("membarrier PRIVATE_EXPEDITED unsupported; RCU readers use fences")
+        });
         return false;
     }
     match membarrier(MembarrierCommand::RegisterPrivateExpedited) {
         Ok(()) => true,
         Err(e) => {
-            tracing::info!(error = %e, "membarrier registration refused; RCU readers use fences");
+            crate::callback::report_contained(
+                || tracing::info!(error = %e, "membarrier registration refused; RCU readers use fences"),
+            );
             false
         }
     }

@@ -475,7 +475,7 @@ impl Callbacks {
         let first = !REPORTED.swap(true, Ordering::Relaxed);
         // The subscriber is user code, and `call_rcu` must not panic (its
         // callers hold locks): a panicking subscriber is contained.
-        let reported = catch_unwind(AssertUnwindSafe(|| {
+        report_contained(|| {
             if first {
                 tracing::warn!(
                     ready,
@@ -487,10 +487,7 @@ impl Callbacks {
             } else {
                 tracing::debug!(ready, episodes, "RCU callback backlog over its limit again");
             }
-        }));
-        if let Err(subscriber_panic) = reported {
-            drop_payload(subscriber_panic);
-        }
+        });
     }
 
     /// Invoke one callback, containing a panic.
@@ -515,14 +512,11 @@ impl Callbacks {
             {
                 // Relaxed: statistics.
                 self.panics.fetch_add(1, Ordering::Relaxed);
-                let reported = catch_unwind(AssertUnwindSafe(|| {
+                report_contained(|| {
                     let msg = panic_message(&*payload);
                     tracing::error!(panic = %msg, "an RCU callback panicked; the callback worker goes on");
-                }));
+                });
                 drop_payload(payload);
-                if let Err(subscriber_panic) = reported {
-                    drop_payload(subscriber_panic);
-                }
             }
         }
     }
@@ -559,6 +553,14 @@ fn new_shards(n: usize) -> Box<[CachePadded<Shard>]> {
 /// and its payload dropped the same way, up to a few rounds: a payload chain
 /// longer than that is leaked rather than dropped, a bounded leak on a path
 /// only a hostile payload takes, instead of a dead worker.
+/// Run `report` (a `tracing` event: the subscriber is user code), containing
+/// a panic, so that no subscriber can break the machinery that reports.
+pub(crate) fn report_contained(report: impl FnOnce()) {
+    if let Err(subscriber_panic) = catch_unwind(AssertUnwindSafe(report)) {
+        drop_payload(subscriber_panic);
+    }
+}
+
 fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
     let mut payload = payload;
     for _ in 0..4 {

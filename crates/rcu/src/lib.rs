@@ -88,7 +88,12 @@
 //!   `exec` (its copy of the reader registry names threads that do not exist
 //!   there, and it has no callback worker).
 //! * A read-side section that never ends (a leaked [`ReadGuard`]) stalls every
-//!   grace period, and with it every deferred free, as in the kernel.
+//!   grace period, and with it every deferred free, as in the kernel. That
+//!   includes a callback that leaks one: the worker then waits for itself.
+//!   Nothing can end such a section on the leaker's behalf, since a leaked
+//!   guard (`Box::leak`, a thread-local) can still be borrowed later.
+//! * A callback that panics while already unwinding (a `Drop` that panics
+//!   during a panic) aborts the process, as anywhere in Rust.
 //!
 //! # Example
 //!

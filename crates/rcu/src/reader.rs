@@ -248,6 +248,18 @@ impl ReaderTls {
 ///
 /// Sections must be short-ish: a section that blocks delays every grace
 /// period, and with it every deferred free.
+///
+/// A guard cannot leave its thread:
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// send(shrinker_rcu::read_lock());
+/// ```
+///
+/// ```compile_fail
+/// fn share<T: Sync>(_: &T) {}
+/// share(&shrinker_rcu::read_lock());
+/// ```
 #[must_use = "the read-side section ends when the guard is dropped"]
 pub struct ReadGuard {
     _not_send: PhantomData<*const ()>,
