@@ -11,7 +11,7 @@
 //! | [`BarrierMode::Fence`] | `fence(SeqCst)` | `fence(SeqCst)` |
 //!
 //! The mode is decided once, before the first reader registers
-//! ([`ensure_init`] runs under the registry lock, and every reader registers
+//! ([`Mode::ensure_init`] runs under the registry lock, and every reader registers
 //! under that lock before its first section), and never changes: a reader can
 //! therefore read it with a relaxed load on its fast path.
 //!
@@ -35,7 +35,7 @@ const UNINIT: u8 = 0;
 const MEMBARRIER: u8 = 1;
 const FENCE: u8 = 2;
 
-/// The decided mode; `UNINIT` until [`ensure_init`] has run.
+/// The decided mode; `UNINIT` until [`Mode::ensure_init`] has run.
 pub(crate) struct Mode(AtomicU8);
 
 impl Mode {
