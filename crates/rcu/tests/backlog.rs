@@ -60,7 +60,7 @@ fn with_deadline(secs: u64, what: &str, body: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// The deadlock of issue 11 item 1: the enqueuer holds a lock that a
+/// The deadlock this bound used to cause: the enqueuer holds a lock that a
 /// callback in the backlog needs. Past the backlog limit `call_rcu` used to
 /// wait for the worker, which was stuck in that callback waiting for the lock.
 #[test]
