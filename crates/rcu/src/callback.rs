@@ -1035,7 +1035,9 @@ fn assert_may_throttle(what: &str) {
 /// # Blocking
 ///
 /// For at least one grace period and the batch ahead of it, when anything is
-/// outstanding.
+/// outstanding. Never call it holding a lock that an outstanding callback
+/// may take: the worker would wait for the lock, and the caller for the
+/// worker.
 ///
 /// # Panics
 ///
