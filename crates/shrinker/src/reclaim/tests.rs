@@ -448,3 +448,38 @@ fn lru_cache_scans_report_bytes_by_their_weights() {
     let f = reg.shrink_accounted(&all).unwrap();
     assert_eq!((f.bytes, f.unsized_objects), (0, f.objects));
 }
+
+#[test]
+#[cfg_attr(miri, ignore)] // the RCU worker thread
+fn lazy_rcu_shrinker_counts_and_flushes_pending_lazy_callbacks() {
+    use std::sync::atomic::AtomicU64;
+    let reg = registry();
+    let s = ShrinkerBuilder::new("rcu-lazy")
+        .build_in(&reg, LazyRcuShrinker::new())
+        .unwrap()
+        .register();
+    let ran = Arc::new(AtomicU64::new(0));
+    // Far from the default flush count, with a long delay: they wait.
+    shrinker_rcu::tunables().set_lazy_flush_delay(Duration::from_secs(3600));
+    for _ in 0..100 {
+        let ran = Arc::clone(&ran);
+        shrinker_rcu::call_rcu_lazy(move || {
+            ran.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    // Other tests free shrinkers lazily too: at least ours are pending.
+    assert!(shrinker_rcu::lazy_pending() >= 100);
+    let freed = reg
+        .shrink(&crate::ShrinkRequest {
+            priority: 0,
+            ..crate::ShrinkRequest::default()
+        })
+        .unwrap();
+    assert!(freed >= 100, "flushed {freed}");
+    // Flushed: they run after a grace period, not after the lazy delay.
+    eventually("the flushed callbacks ran", || {
+        ran.load(Ordering::Relaxed) == 100
+    });
+    assert!(s.stats().freed >= 100);
+    shrinker_rcu::tunables().set_lazy_flush_delay(Duration::from_secs(10));
+}
