@@ -256,17 +256,20 @@ impl ShrinkerRegistry {
     ///
     /// ```
     /// use shrinker::{Count, Scan, Shrink, ShrinkControl, ShrinkerBuilder, ShrinkRequest, ShrinkerRegistry};
-    /// struct Pages(std::sync::atomic::AtomicUsize);
+    /// use std::sync::Mutex;
+    /// struct Pages(Mutex<usize>);
     /// impl Shrink for Pages {
-    ///     fn count(&self, _: &ShrinkControl) -> Count { Count::Objects(self.0.load(std::sync::atomic::Ordering::Relaxed)) }
+    ///     fn count(&self, _: &ShrinkControl) -> Count { Count::Objects(*self.0.lock().unwrap()) }
     ///     fn scan(&self, sc: &mut ShrinkControl) -> Scan {
-    ///         self.0.fetch_sub(sc.nr_to_scan(), std::sync::atomic::Ordering::Relaxed);
-    ///         Scan::Freed(sc.nr_to_scan())
+    ///         let mut left = self.0.lock().unwrap();
+    ///         let n = sc.nr_to_scan().min(*left);
+    ///         *left -= n;
+    ///         Scan::Freed(n)
     ///     }
     /// }
     /// let reg = ShrinkerRegistry::builder().nodes(1).build()?;
     /// let _p = ShrinkerBuilder::new("pages").object_bytes(4096)
-    ///     .build_in(&reg, Pages(1000.into()))?.register();
+    ///     .build_in(&reg, Pages(Mutex::new(1000)))?.register();
     /// let f = reg.shrink_accounted(&ShrinkRequest { priority: 0, ..Default::default() })?;
     /// assert_eq!((f.objects, f.bytes), (1000, 1000 * 4096));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
