@@ -32,7 +32,7 @@
 //! One subtlety for nested polling: the kernel consumes a PSI trigger's event when the
 //! file is *polled* (`psi_trigger_poll` clears it), and an outer epoll checking whether
 //! ours is readable polls the PSI fd. `poll_ready` may then find no event left. When it
-//! finds none at all, it tells the source ([`Source::on_ghost_wake`](crate::Source::on_ghost_wake)):
+//! finds none at all, it tells the source ([`Source::on_ghost_wake`]):
 //! PSI sources count it as a Moderate event (some trigger fired; a Critical one shows in
 //! the `full` counter at the next reading). So an async loop should call `poll_ready` only
 //! after the runtime reported the fd readable, and clear its readiness only when
