@@ -230,10 +230,12 @@ impl Rung {
             }
             Rung::Cgroup2Psi => {
                 let own = sys::own_cgroups()?;
-                let (Some(d), Some(m)) = (own.v2, own.v2_mount) else {
+                let Some(d) = own.v2 else {
                     return Err(Error::Unavailable("no cgroup2 mount".into()));
                 };
-                if d == m {
+                // The true root has no cgroup.type (CFTYPE_NOT_ON_ROOT); a container's
+                // namespaced root does, and its memory.pressure is its own.
+                if !d.join("cgroup.type").exists() {
                     return Err(Error::Unavailable(format!(
                         "{}: own cgroup is the root (its memory.pressure is the system's)",
                         d.display()
