@@ -65,7 +65,7 @@
 //! (reclaim pins it) → unregister (close the registry's pin gate; drop the
 //! initial reference; wait until every in-flight call has unpinned; unlink
 //! under the mutex; free with `call_rcu`) → freed. A shrinker built but
-//! never registered is freed without any wait. `shrinker.rs` and `node.rs`
+//! never registered is freed without any wait. `registry/handles.rs` and `registry/object.rs`
 //! carry the numbered protocols and the state table.
 //!
 //! # The reclaim walk
@@ -82,7 +82,7 @@
 //! slot) otherwise; the first unregister after a quiet spell closes a gate
 //! (the kernel's `rcu_sync`) with one grace period, and under churn the gate
 //! stays closed, so unregistration waits for no grace period there.
-//! `pin.rs` has the protocol and its proof, `registry.rs` the walk.
+//! `registry/pin.rs` has the protocol and its proof, `registry/mod.rs` the walk.
 //!
 //! # Nodes and groups
 //!
@@ -98,7 +98,7 @@
 //! [`ShrinkerRegistry::set_shrinker_bit`], which [`ListLru`]'s notify hook
 //! calls on an empty → non-empty list), with that group's deferred work;
 //! removing a group moves its deferred work and, through
-//! [`GroupObserver`]s, its objects into the parent. groups.rs has the
+//! [`GroupObserver`]s, its objects into the parent. groups/ has the
 //! layout, the handshake and the lifetimes.
 //!
 //! # Faults and misuse
@@ -120,29 +120,26 @@
 
 mod engine;
 mod error;
-mod group;
+mod group_id;
 mod groups;
-mod ids;
 mod info;
-pub mod list_lru;
-pub mod lru_cache;
-mod node;
-mod pin;
+mod lru;
 mod registry;
 mod request;
 mod shrink;
-mod shrinker;
 mod topology;
 
 pub use error::{BuildError, GroupError, ShrinkError};
-pub use group::{GroupId, GroupObserver};
+pub use group_id::GroupId;
+pub use groups::GroupObserver;
 pub use info::{ShrinkerFlags, ShrinkerId, ShrinkerInfo, ShrinkerStats};
-pub use list_lru::{Isolate, ListLru, LruKey, ReparentError};
-pub use lru_cache::{CacheError, CacheStats, InsertError, LruCache, LruCacheBuilder};
-pub use registry::{RegistryBuilder, ShrinkerRegistry};
+pub use lru::list_lru::{Isolate, ListLru, LruKey, ReparentError};
+pub use lru::lru_cache::{CacheError, CacheStats, InsertError, LruCache, LruCacheBuilder};
+#[doc(inline)]
+pub use lru::{list_lru, lru_cache};
+pub use registry::{Registered, RegistryBuilder, Shrinker, ShrinkerBuilder, ShrinkerRegistry};
 pub use request::ShrinkRequest;
 pub use shrink::{Count, Scan, Shrink, ShrinkControl};
-pub use shrinker::{Registered, Shrinker, ShrinkerBuilder};
 
 /// The workspace README's snippets, compiled and run as doctests so that
 /// they cannot rot.
@@ -152,7 +149,7 @@ pub struct ReadmeDoctests;
 
 /// The std/loom switch: every atomic and lock that takes part in a protocol
 /// comes from here. (Statistics counters are std atomics on purpose: see
-/// `node.rs`.)
+/// `registry/object.rs`.)
 #[allow(unused_imports)]
 mod sync {
     #[cfg(loom)]

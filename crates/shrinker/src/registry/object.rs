@@ -47,8 +47,9 @@ use std::time::Instant;
 
 use shrinker_sync::{Completion, Refcount};
 
+use crate::engine::NrDeferred;
 use crate::engine::{self, Callee, Outcome};
-use crate::group::{Deferred, GroupId};
+use crate::group_id::GroupId;
 use crate::info::{ShrinkerFlags, ShrinkerId, ShrinkerStats};
 use crate::shrink::{Count, Scan, Shrink, ShrinkControl};
 use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
@@ -63,9 +64,9 @@ use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 ///
 /// `count_calls`, bumped on every visit, is not here but in the node's first
 /// cache line, and is bumped without a read-modify-write (see
-/// `Node::count_calls_bump`).
+/// `ShrinkerObject::count_calls_bump`).
 #[derive(Default)]
-pub(crate) struct NodeStats {
+pub(crate) struct CallStats {
     pub(crate) scan_calls: AtomicU64,
     pub(crate) scanned: AtomicU64,
     pub(crate) freed: AtomicU64,
@@ -89,15 +90,15 @@ pub(crate) struct NodeStats {
 /// * The node is freed only after a grace period that began after it was
 ///   unlinked and its id slot cleared, or, never registered, by its owner.
 #[repr(C, align(64))]
-pub(crate) struct Node {
+pub(crate) struct ShrinkerObject {
     /// 0 = not (or no longer) callable; 1 + pins while registered.
     pub(crate) refcount: Refcount,
     pub(crate) seeks: u32,
     pub(crate) batch: usize,
     /// The successor on the registry list (null: last).
-    pub(crate) next: AtomicPtr<Node>,
+    pub(crate) next: AtomicPtr<ShrinkerObject>,
     shrink: NonNull<dyn Shrink>,
-    /// `count` calls: see `Node::count_calls_bump`.
+    /// `count` calls: see `ShrinkerObject::count_calls_bump`.
     count_calls: AtomicU64,
     /// Read on every visit (`effective_node`, the group walk's filter).
     pub(crate) flags: ShrinkerFlags,
@@ -105,12 +106,12 @@ pub(crate) struct Node {
     /// on `try_get` refuses new pins, so overlapping walks cannot keep the
     /// count above zero forever (`percpu_ref_tryget_live` after a kill).
     dying: AtomicBool,
-    /// Node 0's count is the first word, still in the first cache line
+    /// ShrinkerObject 0's count is the first word, still in the first cache line
     /// (test `hot_fields_share_the_first_cache_line`).
-    pub(crate) deferred: Deferred,
-    pub(crate) stats: NodeStats,
+    pub(crate) deferred: NrDeferred,
+    pub(crate) stats: CallStats,
     /// The predecessor on the list, for an O(1) unlink (registry mutex).
-    prev: UnsafeCell<*mut Node>,
+    prev: UnsafeCell<*mut ShrinkerObject>,
     /// Completed by the `put` that drops `refcount` to zero.
     pub(crate) done: Completion,
     pub(crate) id: ShrinkerId,
@@ -124,12 +125,12 @@ pub(crate) struct Node {
 // SAFETY: the node owns a `Box<dyn Shrink>` (`Send + Sync`) through `shrink`;
 // `prev` is only accessed under the registry mutex; everything else is
 // atomic, immutable after build, or itself `Send + Sync`.
-unsafe impl Send for Node {}
+unsafe impl Send for ShrinkerObject {}
 // SAFETY: as above; shared access to `shrink` is `&dyn Shrink`, which is
 // `Sync`.
-unsafe impl Sync for Node {}
+unsafe impl Sync for ShrinkerObject {}
 
-impl Node {
+impl ShrinkerObject {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         shrink: NonNull<dyn Shrink>,
@@ -138,9 +139,9 @@ impl Node {
         flags: ShrinkerFlags,
         seeks: u32,
         batch: usize,
-        deferred: Deferred,
+        deferred: NrDeferred,
     ) -> Self {
-        Node {
+        ShrinkerObject {
             refcount: Refcount::new(0),
             seeks,
             batch,
@@ -150,7 +151,7 @@ impl Node {
             deferred,
             flags,
             dying: AtomicBool::new(false),
-            stats: NodeStats::default(),
+            stats: CallStats::default(),
             prev: UnsafeCell::new(ptr::null_mut()),
             done: Completion::new(),
             id,
@@ -170,7 +171,7 @@ impl Node {
     /// # Safety
     ///
     /// The caller holds the registry mutex.
-    pub(crate) unsafe fn prev(&self) -> *mut Node {
+    pub(crate) unsafe fn prev(&self) -> *mut ShrinkerObject {
         // SAFETY: the mutex serialises every access to `prev` (contract).
         unsafe { *self.prev.get() }
     }
@@ -180,7 +181,7 @@ impl Node {
     /// # Safety
     ///
     /// The caller holds the registry mutex.
-    pub(crate) unsafe fn set_prev(&self, p: *mut Node) {
+    pub(crate) unsafe fn set_prev(&self, p: *mut ShrinkerObject) {
         // SAFETY: the mutex serialises every access to `prev` (contract).
         unsafe { *self.prev.get() = p }
     }
@@ -264,7 +265,7 @@ impl Node {
     /// counter at all; tracepoints serve instead.
     #[inline]
     fn count_calls_bump(&self) {
-        // Relaxed: see above and `NodeStats`.
+        // Relaxed: see above and `CallStats`.
         let n = self.count_calls.load(Ordering::Relaxed);
         self.count_calls.store(n.wrapping_add(1), Ordering::Relaxed);
     }
@@ -272,7 +273,7 @@ impl Node {
     /// Statistics snapshot; `deferred` is the sum over nodes.
     pub(crate) fn stats_snapshot(&self) -> ShrinkerStats {
         let s = &self.stats;
-        // Relaxed everywhere: see `NodeStats`.
+        // Relaxed everywhere: see `CallStats`.
         ShrinkerStats {
             count_calls: self.count_calls.load(Ordering::Relaxed),
             scan_calls: s.scan_calls.load(Ordering::Relaxed),
@@ -301,11 +302,11 @@ impl Node {
     }
 
     /// `do_shrink_slab` on this shrinker for (`group`, `node`). The caller
-    /// holds a pin; `light` says it is this thread's light pin (pin.rs),
+    /// holds a pin; `light` says it is this thread's light pin (registry/pin.rs),
     /// which already marks the thread as inside this shrinker, so no frame
     /// is pushed. `deferred` is the counter of (group, node): the
-    /// shrinker's own [`Deferred::slot`] for the root group, the group's
-    /// `ShrinkerInfo` unit entry otherwise (groups.rs).
+    /// shrinker's own [`NrDeferred::slot`] for the root group, the group's
+    /// `ShrinkerInfo` unit entry otherwise (groups/).
     ///
     /// Always inlined, and free of closures: it is the body of every
     /// visit, and once both walks (global and group) called it the compiler
@@ -340,7 +341,7 @@ impl Node {
             deferred,
         );
         if outcome.scanned > 0 || outcome.freed > 0 {
-            // Relaxed: see `NodeStats`.
+            // Relaxed: see `CallStats`.
             self.stats
                 .scanned
                 .fetch_add(outcome.scanned as u64, Ordering::Relaxed);
@@ -363,7 +364,7 @@ impl Node {
         let mut sc = ShrinkControl::new(self.effective_node(node), GroupId::ROOT);
         sc.prepare_scan(nr);
         let r = mark_inside(self, || Caller { node: self }.scan(&mut sc));
-        // Relaxed: see `NodeStats`.
+        // Relaxed: see `CallStats`.
         self.stats
             .scanned
             .fetch_add(sc.nr_scanned() as u64, Ordering::Relaxed);
@@ -380,7 +381,7 @@ impl Node {
     #[cold]
     #[inline(never)]
     fn report_panic(&self, what: &str, payload: Box<dyn std::any::Any + Send>) {
-        // Relaxed: see `NodeStats`.
+        // Relaxed: see `CallStats`.
         self.stats.panics.fetch_add(1, Ordering::Relaxed);
         let msg = panic_message(&*payload);
         tracing::error!(
@@ -416,7 +417,7 @@ pub(crate) fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
 /// The engine's view of a pinned node's callbacks: panics caught, statistics
 /// kept.
 struct Caller<'a> {
-    node: &'a Node,
+    node: &'a ShrinkerObject,
 }
 
 impl Caller<'_> {
@@ -443,7 +444,7 @@ impl Callee for Caller<'_> {
     }
 
     fn scan(&mut self, sc: &mut ShrinkControl) -> Scan {
-        // Relaxed: see `NodeStats`.
+        // Relaxed: see `CallStats`.
         self.node.stats.scan_calls.fetch_add(1, Ordering::Relaxed);
         let shrink = self.shrink();
         let start = Instant::now();
@@ -466,7 +467,7 @@ impl Callee for Caller<'_> {
 
 /// One callout in progress on this thread.
 struct Frame {
-    node: *const Node,
+    node: *const ShrinkerObject,
     outer: *const Frame,
 }
 
@@ -483,7 +484,7 @@ impl Frame {
     /// A frame for a callout into `node`, pointing at this thread's current
     /// innermost one (not yet linked itself: see [`InsideMark::enter`]).
     #[inline]
-    fn new(node: &Node) -> Self {
+    fn new(node: &ShrinkerObject) -> Self {
         Frame {
             node,
             outer: INNERMOST.try_with(Cell::get).unwrap_or(ptr::null()),
@@ -516,7 +517,7 @@ impl Drop for InsideMark {
 /// Run `f` (a callout into `node`) with `node` marked as pinned by this
 /// thread. Nested callouts (a callback that shrinks by hand) chain.
 #[inline]
-fn mark_inside<R>(node: &Node, f: impl FnOnce() -> R) -> R {
+fn mark_inside<R>(node: &ShrinkerObject, f: impl FnOnce() -> R) -> R {
     let frame = Frame::new(node);
     // Declared after `frame`, so dropped (unlinking `frame`) before it.
     let _mark = InsideMark::enter(&frame);
@@ -524,7 +525,7 @@ fn mark_inside<R>(node: &Node, f: impl FnOnce() -> R) -> R {
 }
 
 /// Is this thread inside a callout into `node`?
-pub(crate) fn inside(node: *const Node) -> bool {
+pub(crate) fn inside(node: *const ShrinkerObject) -> bool {
     let mut f = INNERMOST.try_with(Cell::get).unwrap_or(ptr::null());
     // SAFETY: every frame in the chain lives on the stack of a `mark_inside`
     // call still running on this thread (each unlinks itself before it dies).
@@ -546,17 +547,17 @@ mod tests {
     #[test]
     fn hot_fields_share_the_first_cache_line() {
         // Every field a walk touches on each visit ends within the first
-        // 64 bytes (node 0's deferred count is `Deferred`'s first word).
+        // 64 bytes (node 0's deferred count is `NrDeferred`'s first word).
         let ends = [
-            offset_of!(Node, refcount) + size_of::<Refcount>(),
-            offset_of!(Node, seeks) + size_of::<u32>(),
-            offset_of!(Node, batch) + size_of::<usize>(),
-            offset_of!(Node, next) + size_of::<usize>(),
-            offset_of!(Node, shrink) + size_of::<NonNull<dyn Shrink>>(),
-            offset_of!(Node, count_calls) + size_of::<u64>(),
-            offset_of!(Node, flags) + size_of::<ShrinkerFlags>(),
-            offset_of!(Node, dying) + size_of::<AtomicBool>(),
-            offset_of!(Node, deferred) + size_of::<usize>(),
+            offset_of!(ShrinkerObject, refcount) + size_of::<Refcount>(),
+            offset_of!(ShrinkerObject, seeks) + size_of::<u32>(),
+            offset_of!(ShrinkerObject, batch) + size_of::<usize>(),
+            offset_of!(ShrinkerObject, next) + size_of::<usize>(),
+            offset_of!(ShrinkerObject, shrink) + size_of::<NonNull<dyn Shrink>>(),
+            offset_of!(ShrinkerObject, count_calls) + size_of::<u64>(),
+            offset_of!(ShrinkerObject, flags) + size_of::<ShrinkerFlags>(),
+            offset_of!(ShrinkerObject, dying) + size_of::<AtomicBool>(),
+            offset_of!(ShrinkerObject, deferred) + size_of::<usize>(),
         ];
         for (i, end) in ends.into_iter().enumerate() {
             assert!(end <= 64, "hot field {i} ends at byte {end}");

@@ -17,7 +17,7 @@
 
 use std::ptr::{self, NonNull};
 
-use crate::group::GroupId;
+use crate::group_id::GroupId;
 use crate::sync::{self, AtomicUsize, Mutex, MutexGuard, Ordering};
 
 /// Slots in a list's first home chunk; chunk `k` holds `FIRST_CHUNK << k`,

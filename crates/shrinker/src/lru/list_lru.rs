@@ -31,7 +31,7 @@
 //! Finding the list for (node, group) takes no lock: an RCU read section
 //! around two Acquire loads, the group table and its slot (the table is an
 //! array grown by copy under a mutex, the old one freed after a grace
-//! period, as the shrinker id table in `ids.rs`). The lists a slot points to
+//! period, as the shrinker id table in `registry/ids.rs`). The lists a slot points to
 //! are never freed while the `ListLru` lives, so the read section ends
 //! before any list lock is taken, and an isolate callback may block without
 //! stalling grace periods. Each list has its own lock and its own atomic
@@ -121,7 +121,7 @@ use std::ptr;
 
 use shrinker_rcu::ReadGuard;
 
-use crate::group::GroupId;
+use crate::group_id::GroupId;
 use crate::sync::{self, AtomicPtr, Mutex, MutexGuard, Ordering};
 use one::{Inner, ListOne, Slot};
 
@@ -477,7 +477,7 @@ impl<T> ListLru<T> {
                 // sections, which the grace period waits for. (The `Box` is
                 // made after the grace period: see
                 // `ids::free_after_grace_period`.)
-                unsafe { crate::ids::free_after_grace_period(cur) };
+                unsafe { crate::registry::ids::free_after_grace_period(cur) };
             }
             // SAFETY: just published; retired only under `grow`.
             unsafe { &*new }

@@ -37,7 +37,7 @@
 //! 4. Store null in the slot (Release), still inside the section; read
 //!    `next`.
 //!
-//! Unregister (`shrinker.rs`):
+//! Unregister (`registry/handles.rs`):
 //!
 //! 1. [`Gate::enter`]: unless the gate is already slow and a grace period
 //!    has passed since it closed, store `fast = false` and `synchronize_rcu`.
@@ -64,7 +64,7 @@
 //! The node stays linked while a light pin holds it (step 3 precedes the
 //! unlink), and the walker clears the slot inside a read section, so the
 //! node's grace period (after the unlink) cannot end before the walker has
-//! read `next`: the same argument as for `put` in node.rs.
+//! read `next`: the same argument as for `put` in registry/object.rs.
 //!
 //! A light pin is never taken by a nested walk (a callback that shrinks):
 //! the thread's slot is busy (either field set), so the inner walk uses
@@ -72,7 +72,7 @@
 //!
 //! # Light group pins
 //!
-//! A group walk (groups.rs) pins the *group* for its whole length, so that
+//! A group walk (groups/) pins the *group* for its whole length, so that
 //! `remove_group` can wait for it before moving the group's deferred
 //! counts and freeing its units. The refcount pin is two RMWs on the
 //! group's line per group shrunk, and shrinking one group of thousands is
@@ -115,8 +115,8 @@
 use std::ptr;
 use std::sync::Arc;
 
+use super::object::ShrinkerObject;
 use crate::groups::GroupData;
-use crate::node::Node;
 use crate::sync::{lock, AtomicBool, AtomicPtr, Mutex, Ordering};
 
 // ---------------------------------------------------------------------------
@@ -130,7 +130,7 @@ use crate::sync::{lock, AtomicBool, AtomicPtr, Mutex, Ordering};
 /// hot.
 #[repr(align(64))]
 pub(crate) struct WalkerSlot {
-    pinned: AtomicPtr<Node>,
+    pinned: AtomicPtr<ShrinkerObject>,
     group: AtomicPtr<GroupData>,
 }
 
@@ -153,7 +153,7 @@ impl WalkerSlot {
     /// Walker step 2: take a light pin on `node`. The caller is inside a
     /// read section that observed the gate open.
     #[inline]
-    pub(crate) fn pin(&self, node: *const Node) {
+    pub(crate) fn pin(&self, node: *const ShrinkerObject) {
         // Relaxed: ordered before unregister's scan by the read section it
         // runs in and the grace period of `Gate::enter` (module doc).
         self.pinned.store(node.cast_mut(), Ordering::Relaxed);
@@ -254,7 +254,7 @@ pub(crate) fn with_walker_slot<R>(f: impl FnOnce(Option<&WalkerSlot>) -> R) -> R
 
 /// Does this thread hold a light pin on `node` (is it calling out to it
 /// from a walk)? For unregister's misuse check.
-pub(crate) fn holds_light_pin(node: *const Node) -> bool {
+pub(crate) fn holds_light_pin(node: *const ShrinkerObject) -> bool {
     // Relaxed: this thread's own slot.
     MINE.try_with(|r| ptr::eq(r.0.pinned.load(Ordering::Relaxed), node))
         .unwrap_or(false)
@@ -270,7 +270,7 @@ pub(crate) fn holds_light_group_pin(group: *const GroupData) -> bool {
 
 /// Unregister step 3: wait until no walker holds a light pin on `node`.
 /// The caller has entered the gate.
-pub(crate) fn wait_for_light_pins(node: *const Node) {
+pub(crate) fn wait_for_light_pins(node: *const ShrinkerObject) {
     wait_until_released(|s| &s.pinned, node);
 }
 

@@ -21,15 +21,15 @@
 //! 1. Enter a read section; load `head`.
 //! 2. For each node, pin it: with a *light pin* (a store to this thread's
 //!    own slot) while the registry's gate is open, with `try_get` while it is
-//!    closed (pin.rs). On failure (being registered or unregistered) read
+//!    closed (registry/pin.rs). On failure (being registered or unregistered) read
 //!    `next` and go on: still inside the section.
 //! 3. Pinned: leave the read section. The callbacks may block.
-//! 4. `do_shrink_slab` (engine.rs), with this thread marked "inside" the
+//! 4. `do_shrink_slab` (engine/), with this thread marked "inside" the
 //!    shrinker so that a callback that unregisters it panics instead of
 //!    waiting for itself.
 //! 5. Re-enter a read section, *then* unpin (clear the slot, or `put`): the
 //!    pin kept the node linked, and from here the section keeps it (and the
-//!    successor we are about to read) allocated. See node.rs for the
+//!    successor we are about to read) allocated. See registry/object.rs for the
 //!    argument.
 //! 6. Read `next` and continue at 2.
 //!
@@ -48,7 +48,7 @@
 //! lock per *walk*). Only unregister ever reads the count, so while nobody
 //! unregisters the walk takes light pins instead, and the first unregister
 //! closes the gate (the kernel's `rcu_sync`, as in `percpu_rw_semaphore`):
-//! pin.rs has the protocol and the proof. Under register churn the gate
+//! registry/pin.rs has the protocol and the proof. Under register churn the gate
 //! stays closed, so unregister waits for no grace period there, which is
 //! what the SRCU design (stress-ng ramfs −88.8 %) got wrong.
 //!
@@ -66,15 +66,23 @@ use shrinker_rcu::{read_lock, ReadGuard};
 use crate::engine::DEF_PRIORITY;
 use crate::error::{BuildError, ShrinkError};
 use crate::groups::Groups;
-use crate::ids::{IdAlloc, IdTable};
+
+use crate::group_id::GroupId;
 use crate::info::{ShrinkerId, ShrinkerInfo};
-use crate::node::{self, Node};
-use crate::pin::{self, Gate, WalkerSlot};
 use crate::request::ShrinkRequest;
 use crate::shrink::{Count, Scan};
 use crate::sync::{fence, lock, AtomicPtr, Mutex, Ordering};
 use crate::topology;
-use crate::GroupId;
+use ids::{IdAlloc, IdTable};
+use object::ShrinkerObject;
+use pin::{Gate, WalkerSlot};
+
+mod handles;
+pub(crate) mod ids;
+pub(crate) mod object;
+pub(crate) mod pin;
+
+pub use handles::{Registered, Shrinker, ShrinkerBuilder};
 
 /// A set of shrinkers that reclaim walks over (the kernel's `shrinker_list`
 /// with `shrinker_mutex` and `shrinker_idr`).
@@ -125,25 +133,25 @@ pub struct RegistryBuilder {
 
 pub(crate) struct Inner {
     /// First node of the list (null: empty).
-    head: AtomicPtr<Node>,
+    head: AtomicPtr<ShrinkerObject>,
     pub(crate) ids: IdTable,
-    /// The memory-group tree and its `ShrinkerInfo`s (groups.rs).
+    /// The memory-group tree and its `ShrinkerInfo`s (groups/).
     pub(crate) groups: Groups,
-    /// Whether walks may take light pins (pin.rs).
+    /// Whether walks may take light pins (registry/pin.rs).
     pub(crate) gate: Arc<Gate>,
     pub(crate) state: Mutex<State>,
     pub(crate) nr_nodes: usize,
     pub(crate) max_shrinkers: u32,
-    /// Under loom nodes are "freed" into here (see node.rs `freed`). Boxed:
+    /// Under loom nodes are "freed" into here (see registry/object.rs `freed`). Boxed:
     /// a node must stay at its address for a late walker's check to read it.
     #[cfg(loom)]
     #[allow(clippy::vec_box)]
-    pub(crate) graveyard: Mutex<Vec<Box<Node>>>,
+    pub(crate) graveyard: Mutex<Vec<Box<ShrinkerObject>>>,
 }
 
 /// What the registry mutex protects.
 pub(crate) struct State {
-    tail: *mut Node,
+    tail: *mut ShrinkerObject,
     len: usize,
     pub(crate) ids: IdAlloc,
 }
@@ -181,7 +189,7 @@ impl ShrinkerRegistry {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// Node ids valid in requests: `0..nr_nodes()`.
+    /// ShrinkerObject ids valid in requests: `0..nr_nodes()`.
     #[must_use]
     pub fn nr_nodes(&self) -> usize {
         self.inner.nr_nodes
@@ -256,7 +264,7 @@ impl ShrinkerRegistry {
     }
 
     /// The walk: the numbered protocol in the module documentation, with a
-    /// light pin instead of the refcount while the gate is open (pin.rs).
+    /// light pin instead of the refcount while the gate is open (registry/pin.rs).
     fn shrink_global(&self, nid: usize, priority: u8) -> usize {
         // `None` inside a nested walk or during thread teardown: refcount
         // pins only.
@@ -275,14 +283,14 @@ impl ShrinkerRegistry {
             // SAFETY: `p` was read (Acquire) from the head or from the `next`
             // of a node we stood on inside the current read section; nodes
             // are freed only after a grace period that began after their
-            // unlink, so it is live until `guard` ends (module doc, node.rs).
+            // unlink, so it is live until `guard` ends (module doc, registry/object.rs).
             let node = unsafe { &*p };
             #[cfg(loom)]
             assert!(
                 !node.freed.load(Ordering::SeqCst),
                 "walker reached a freed shrinker"
             );
-            // 2. Pin: lightly if the gate is open (pin.rs, walker steps 1-2),
+            // 2. Pin: lightly if the gate is open (registry/pin.rs, walker steps 1-2),
             // else with the refcount. On failure (not registered yet, or
             // being unregistered) step over it, still inside the section.
             let Some(pin) = pin_for_callout(node, slot, gate) else {
@@ -325,19 +333,23 @@ impl ShrinkerRegistry {
 
     /// Pin the shrinker with `id`, run `f`, unpin (inside a read section).
     #[track_caller]
-    fn with_pinned<R>(&self, id: ShrinkerId, f: impl FnOnce(&Node) -> R) -> Result<R, ShrinkError> {
+    fn with_pinned<R>(
+        &self,
+        id: ShrinkerId,
+        f: impl FnOnce(&ShrinkerObject) -> R,
+    ) -> Result<R, ShrinkError> {
         assert_not_in_read_section("a shrinker's count or scan by hand");
         let guard = read_lock();
         let p = self.inner.ids.lookup(id.0, &guard);
         // SAFETY: a non-null slot names a node that is not freed before a
-        // grace period that begins after the slot is cleared (ids.rs), so
+        // grace period that begins after the slot is cleared (registry/ids.rs), so
         // it is live until `guard` ends.
         let Some(pin) = unsafe { p.as_ref() }.and_then(CalloutPin::try_ref) else {
             return Err(ShrinkError::NoSuchShrinker { id });
         };
         drop(guard);
         let r = f(pin.node());
-        pin.unpin(&read_lock()); // inside a section: see node.rs
+        pin.unpin(&read_lock()); // inside a section: see registry/object.rs
         Ok(r)
     }
 
@@ -434,7 +446,7 @@ impl ShrinkerRegistry {
     /// # Safety
     ///
     /// `node` is a built, unlinked node of this registry, owned by the caller.
-    pub(crate) unsafe fn link(&self, node: NonNull<Node>) {
+    pub(crate) unsafe fn link(&self, node: NonNull<ShrinkerObject>) {
         let p = node.as_ptr();
         let mut st = lock(&self.inner.state);
         // SAFETY: owned and not yet shared (contract); `prev` under the mutex.
@@ -460,7 +472,7 @@ impl ShrinkerRegistry {
     /// # Safety
     ///
     /// `node` is linked on this registry's list and its count is zero.
-    pub(crate) unsafe fn unlink(&self, node: NonNull<Node>) {
+    pub(crate) unsafe fn unlink(&self, node: NonNull<ShrinkerObject>) {
         // SAFETY: linked, so live (contract).
         let n = unsafe { node.as_ref() };
         let mut st = lock(&self.inner.state);
@@ -508,7 +520,7 @@ impl ShrinkerRegistry {
     ///
     /// `node` is unlinked, its id slot cleared, its count zero; the caller
     /// owned it and gives it up.
-    pub(crate) unsafe fn free_rcu(&self, node: NonNull<Node>) {
+    pub(crate) unsafe fn free_rcu(&self, node: NonNull<ShrinkerObject>) {
         // Lazy: nobody waits for this free, so it may ride with other lazy
         // callbacks instead of forcing a grace period of its own (on a
         // register-heavy load, prompt grace periods cost the churning threads
@@ -517,7 +529,7 @@ impl ShrinkerRegistry {
         // unique access (see `ids::free_after_grace_period`).
         #[cfg(not(loom))]
         {
-            let p = crate::ids::SendPtr(node.as_ptr());
+            let p = ids::SendPtr(node.as_ptr());
             shrinker_rcu::call_rcu_lazy(move || {
                 let p = p;
                 // SAFETY: an owned box (contract); the grace period has
@@ -584,7 +596,7 @@ fn prefetch<T>(p: *const T) {
 /// that `unregister` never waits for a pin nobody will drop.
 #[must_use = "dropping the pin releases it"]
 pub(crate) struct CalloutPin<'a> {
-    node: &'a Node,
+    node: &'a ShrinkerObject,
     /// `Some`: a light pin in this slot; `None`: a reference.
     light: Option<&'a WalkerSlot>,
 }
@@ -594,7 +606,7 @@ impl<'a> CalloutPin<'a> {
     /// (not registered yet, or being unregistered). The caller is inside a
     /// read section in which `node` is live.
     #[inline]
-    pub(crate) fn try_ref(node: &'a Node) -> Option<Self> {
+    pub(crate) fn try_ref(node: &'a ShrinkerObject) -> Option<Self> {
         // `then`, not `then_some`: a pin built eagerly for a failed
         // `try_get` would be dropped, and its drop puts a reference.
         node.try_get().then(|| CalloutPin { node, light: None })
@@ -602,7 +614,7 @@ impl<'a> CalloutPin<'a> {
 
     /// The pinned shrinker.
     #[inline]
-    pub(crate) fn node(&self) -> &'a Node {
+    pub(crate) fn node(&self) -> &'a ShrinkerObject {
         self.node
     }
 
@@ -614,7 +626,7 @@ impl<'a> CalloutPin<'a> {
     }
 
     /// Walker step 5: drop the pin inside the caller's read section
-    /// (node.rs: "Why every `put` happens inside a read section").
+    /// (registry/object.rs: "Why every `put` happens inside a read section").
     #[inline]
     pub(crate) fn unpin(self, _guard: &ReadGuard) {
         self.release();
@@ -641,7 +653,7 @@ impl Drop for CalloutPin<'_> {
 }
 
 /// Walker step 2, shared by the global walk and the group walk: pin `node`
-/// for a callout, lightly if `slot` is free and the gate is open (pin.rs,
+/// for a callout, lightly if `slot` is free and the gate is open (registry/pin.rs,
 /// walker steps 1-2), else with `try_get`. `None`: the shrinker is not
 /// callable (not registered yet, or being unregistered).
 ///
@@ -649,7 +661,7 @@ impl Drop for CalloutPin<'_> {
 /// the list or in the id table).
 #[inline]
 pub(crate) fn pin_for_callout<'a>(
-    node: &'a Node,
+    node: &'a ShrinkerObject,
     slot: Option<&'a WalkerSlot>,
     gate: &Gate,
 ) -> Option<CalloutPin<'a>> {
@@ -674,8 +686,8 @@ pub(crate) fn pin_for_callout<'a>(
 }
 
 /// Is the calling thread inside a callback of `node`? (For unregister.)
-pub(crate) fn inside_callback_of(node: NonNull<Node>) -> bool {
-    pin::holds_light_pin(node.as_ptr()) || node::inside(node.as_ptr())
+pub(crate) fn inside_callback_of(node: NonNull<ShrinkerObject>) -> bool {
+    pin::holds_light_pin(node.as_ptr()) || object::inside(node.as_ptr())
 }
 
 impl fmt::Debug for ShrinkerRegistry {
@@ -1139,7 +1151,7 @@ mod tests {
     struct Blocker {
         entered: StdMutex<std::sync::mpsc::Sender<i32>>,
         go: StdMutex<std::sync::mpsc::Receiver<()>>,
-        node: std::sync::atomic::AtomicPtr<Node>,
+        node: std::sync::atomic::AtomicPtr<ShrinkerObject>,
     }
 
     impl Shrink for Blocker {

@@ -17,12 +17,12 @@ use std::ptr;
 
 use shrinker_rcu::ReadGuard;
 
+use super::object::ShrinkerObject;
 use crate::error::BuildError;
-use crate::node::Node;
 use crate::sync::{AtomicPtr, Ordering};
 
 struct Table {
-    slots: Box<[AtomicPtr<Node>]>,
+    slots: Box<[AtomicPtr<ShrinkerObject>]>,
 }
 
 /// A raw pointer moved into an RCU callback.
@@ -118,7 +118,7 @@ impl IdTable {
     /// The shrinker that holds `id`, if any. The pointer is valid until
     /// `guard` ends; the caller must `try_get` before using the shrinker.
     #[inline]
-    pub(crate) fn lookup(&self, id: u32, _guard: &ReadGuard) -> *const Node {
+    pub(crate) fn lookup(&self, id: u32, _guard: &ReadGuard) -> *const ShrinkerObject {
         // Acquire: pairs with the Release store in `alloc`, so the copied
         // slots are visible.
         let t = self.table.load(Ordering::Acquire);
@@ -185,7 +185,7 @@ impl IdTable {
     }
 
     /// Make `id` find `node`. Caller holds the registry mutex (`alloc`).
-    pub(crate) fn publish(&self, alloc: &IdAlloc, id: u32, node: *mut Node) {
+    pub(crate) fn publish(&self, alloc: &IdAlloc, id: u32, node: *mut ShrinkerObject) {
         if let Some(t) = alloc.current() {
             // Release: pairs with the Acquire load in `lookup`.
             t.slots[id as usize].store(node, Ordering::Release);

@@ -18,12 +18,12 @@
 //!    this very shrinker (it would wait for itself), or inside an RCU read
 //!    section (a callback that waits for a grace period would then wait for
 //!    us while we wait for it).
-//! 1. Close the registry's gate (pin.rs): walks stop taking light pins. If
+//! 1. Close the registry's gate (registry/pin.rs): walks stop taking light pins. If
 //!    the gate was open (no unregister lately), this waits for one grace
 //!    period; under churn it is already closed and costs a mutex.
 //! 2. Mark the shrinker dying, then drop the initial reference
 //!    (`shrinker_put`). `try_get` fails from now on, even while walks still
-//!    hold pins (the dying mark: node.rs's `try_get`), so overlapping walks
+//!    hold pins (the dying mark: registry/object.rs's `try_get`), so overlapping walks
 //!    cannot keep the count up forever; a zero count never rises again.
 //!    Unless that was the last
 //!    reference, wait on the completion until every in-flight refcount pin
@@ -47,13 +47,14 @@ use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::ptr::NonNull;
 
+use super::object::ShrinkerObject;
+use super::pin;
+use super::{inside_callback_of, ShrinkerRegistry};
+use crate::engine::NrDeferred;
 use crate::engine::{DEFAULT_SEEKS, SHRINK_BATCH};
 use crate::error::BuildError;
-use crate::group::{Deferred, GroupId};
+use crate::group_id::GroupId;
 use crate::info::{ShrinkerFlags, ShrinkerId, ShrinkerStats};
-use crate::node::Node;
-use crate::pin;
-use crate::registry::{inside_callback_of, ShrinkerRegistry};
 use crate::shrink::Shrink;
 
 /// Configures a shrinker (`shrinker_alloc` arguments plus the fields set
@@ -171,7 +172,7 @@ impl ShrinkerBuilder {
         } else {
             1
         };
-        let deferred = Deferred::try_new(nr)?;
+        let deferred = NrDeferred::try_new(nr)?;
         let id = registry.alloc_id()?;
         if self.flags.group_aware {
             // Every group's `ShrinkerInfo` must cover the id before the
@@ -182,7 +183,7 @@ impl ShrinkerBuilder {
             }
         }
         let shrink: NonNull<dyn Shrink> = NonNull::from(Box::leak(Box::new(state)));
-        let node = Box::new(Node::new(
+        let node = Box::new(ShrinkerObject::new(
             shrink,
             id,
             self.name.into_boxed_str(),
@@ -203,7 +204,7 @@ impl ShrinkerBuilder {
 /// frees it at once: nobody else has seen it.
 #[must_use = "a shrinker does nothing until it is registered"]
 pub struct Shrinker<S: Shrink> {
-    node: NonNull<Node>,
+    node: NonNull<ShrinkerObject>,
     registry: ShrinkerRegistry,
     _state: PhantomData<Box<S>>,
 }
@@ -215,7 +216,7 @@ unsafe impl<S: Shrink> Sync for Shrinker<S> {}
 
 impl<S: Shrink> Shrinker<S> {
     #[inline]
-    pub(crate) fn node(&self) -> &Node {
+    pub(crate) fn node(&self) -> &ShrinkerObject {
         // SAFETY: owned, live node.
         unsafe { self.node.as_ref() }
     }
@@ -276,7 +277,10 @@ impl<S: Shrink> Shrinker<S> {
 ///
 /// `node` was built by `build_in` with state type `S`, in `registry`; it is
 /// unlinked with its id slot clear, and no other thread can reach it.
-unsafe fn take_unshared<S: Shrink>(node: NonNull<Node>, registry: &ShrinkerRegistry) -> S {
+unsafe fn take_unshared<S: Shrink>(
+    node: NonNull<ShrinkerObject>,
+    registry: &ShrinkerRegistry,
+) -> S {
     // SAFETY: exclusive owner (contract).
     let b = unsafe { Box::from_raw(node.as_ptr()) };
     registry.release_id(b.id);
@@ -311,7 +315,7 @@ impl<S: Shrink> fmt::Debug for Shrinker<S> {
 /// Derefs to the state, so the cache it shrinks stays usable through it.
 #[must_use = "dropping the handle unregisters the shrinker at once"]
 pub struct Registered<S: Shrink> {
-    node: NonNull<Node>,
+    node: NonNull<ShrinkerObject>,
     registry: ShrinkerRegistry,
     _state: PhantomData<Box<S>>,
 }
@@ -323,7 +327,7 @@ unsafe impl<S: Shrink> Sync for Registered<S> {}
 
 impl<S: Shrink> Registered<S> {
     #[inline]
-    pub(crate) fn node(&self) -> &Node {
+    pub(crate) fn node(&self) -> &ShrinkerObject {
         // SAFETY: the node is freed only by `unregister_inner`, which
         // consumes the handle.
         unsafe { self.node.as_ref() }
@@ -420,7 +424,10 @@ impl<S: Shrink> Registered<S> {
 /// `node` was built with state type `S` in `registry` and registered; the
 /// caller gives up its handle.
 #[track_caller]
-unsafe fn unregister_inner<S: Shrink>(node: NonNull<Node>, registry: &ShrinkerRegistry) -> S {
+unsafe fn unregister_inner<S: Shrink>(
+    node: NonNull<ShrinkerObject>,
+    registry: &ShrinkerRegistry,
+) -> S {
     // SAFETY: registered, so live until step 4 (contract).
     let n = unsafe { node.as_ref() };
     // 0.
@@ -440,9 +447,9 @@ unsafe fn unregister_inner<S: Shrink>(node: NonNull<Node>, registry: &ShrinkerRe
         );
     }
     // 1. Close the gate: walks stop taking light pins, and every light pin
-    // taken before is visible to step 2b (pin.rs).
+    // taken before is visible to step 2b (registry/pin.rs).
     let gate_hold = registry.inner.gate.enter();
-    // 2. Refuse new pins (node.rs, `try_get`), then drop the initial
+    // 2. Refuse new pins (registry/object.rs, `try_get`), then drop the initial
     // reference: only pins already in flight remain to be waited for. If it
     // was the last one (no walker is
     // inside), nobody will complete `done` and there is nothing to wait

@@ -47,6 +47,10 @@
 //! merge" needs (the kernel's `atomic_long_xchg` is fully ordered only
 //! because every value-returning atomic there is).
 
+mod nr_deferred;
+
+pub(crate) use nr_deferred::NrDeferred;
+
 use crate::shrink::{Count, Scan, ShrinkControl};
 use crate::sync::{AtomicUsize, Ordering};
 

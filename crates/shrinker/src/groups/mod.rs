@@ -21,7 +21,7 @@
 //! ```
 //!
 //! A shrinker id `id` lives in unit `id / 64`, bit `id % 64`, of every
-//! (group, node). All shrinkers share the registry's id space (ids.rs), so
+//! (group, node). All shrinkers share the registry's id space (registry/ids.rs), so
 //! the unit count (`nr_units`, the same for every group) covers the highest
 //! id of any group-aware shrinker ever built.
 //!
@@ -62,7 +62,7 @@
 //! * **Group table**: freed after a grace period when replaced; readers hold
 //!   a read section.
 //! * **GroupData** (and its units and current map): freed with `call_rcu`
-//!   after removal, which (1) closes the registry's gate (pin.rs),
+//!   after removal, which (1) closes the registry's gate (registry/pin.rs),
 //!   (2) unpublishes it from the table, (3) drops the initial reference and
 //!   waits on `done` until every walker's refcount pin is put, then for
 //!   every light pin. A walker pins the group in a read section at walk
@@ -87,7 +87,7 @@
 //! 3. For each set bit: look the shrinker up in the id table. An empty slot,
 //!    a shrinker that is not group-aware, or a failed pin (being registered
 //!    or unregistered): clear the bit, as the kernel does, and go on.
-//! 4. Pinned (pin.rs's light pin or the refcount, registry.rs's
+//! 4. Pinned (registry/pin.rs's light pin or the refcount, registry/mod.rs's
 //!    `pin_for_callout`): leave the read section; `do_shrink_slab` with the
 //!    group and the unit's `nr_deferred[bit]`.
 //! 5. `Count::Empty`: clear the bit, `fence(SeqCst)`, call again; if that
@@ -171,12 +171,16 @@ use shrinker_rcu::{read_lock, ReadGuard};
 use shrinker_sync::{Completion, Refcount};
 
 use crate::error::{BuildError, GroupError, ShrinkError};
-use crate::group::{GroupId, GroupObserver};
-use crate::ids::{free_after_grace_period, IdTable};
+use crate::group_id::GroupId;
 use crate::info::ShrinkerId;
 use crate::list_lru::{ListLru, ReparentError};
-use crate::pin::{self, WalkerSlot};
+use crate::registry::ids::{free_after_grace_period, IdTable};
+use crate::registry::pin::{self, WalkerSlot};
 use crate::registry::{pin_for_callout, ShrinkerRegistry};
+mod observers;
+
+pub use observers::GroupObserver;
+
 use crate::sync::{fence, lock, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// Shrinker ids per unit (bits in `Unit::map`).
@@ -424,7 +428,7 @@ unsafe fn free_map(p: *mut Word) {
 ///
 /// As [`free_map`], except that readers may remain inside read sections.
 unsafe fn free_map_after_grace_period(p: *mut Word) {
-    let p = crate::ids::SendPtr(p);
+    let p = crate::registry::ids::SendPtr(p);
     shrinker_rcu::call_rcu(move || {
         let p = p;
         // SAFETY: the grace period has ended: no reader remains (contract).
@@ -446,7 +450,7 @@ unsafe fn free_map_after_grace_period(p: *mut Word) {
 pub(crate) struct GroupData {
     refcount: Refcount,
     /// Set by removal before it drops the initial reference: `try_get`
-    /// refuses new pins from then on (as node.rs's `try_get` does for a
+    /// refuses new pins from then on (as registry/object.rs's `try_get` does for a
     /// shrinker being unregistered).
     dying: AtomicBool,
     /// Completed by the `put` that drops `refcount` to zero.
@@ -476,14 +480,14 @@ impl GroupData {
     #[inline]
     #[must_use = "a successful try_get must be balanced by put"]
     ///
-    /// Refuses a group whose removal has begun, by the argument of node.rs's
+    /// Refuses a group whose removal has begun, by the argument of registry/object.rs's
     /// `try_get`: an increment after removal's Release decrement of the
     /// initial reference reads from its release sequence and sees `dying`.
     /// (A group walk looks the group up in the table first, and removal
     /// unpublishes it before that decrement, so walks alone could not starve
     /// removal; the check makes the rule the same for every pin.)
     fn try_get(&self) -> bool {
-        // Relaxed (both): see above and node.rs's `try_get`.
+        // Relaxed (both): see above and registry/object.rs's `try_get`.
         if self.dying.load(Ordering::Relaxed) || !self.refcount.inc_not_zero_acquire() {
             return false;
         }
@@ -796,9 +800,9 @@ impl Groups {
                 group = g.index(),
                 parent = parent.index(),
                 "a GroupObserver panicked in reparent (caught; the removal completes): {}",
-                crate::node::panic_message(&*payload)
+                crate::registry::object::panic_message(&*payload)
             );
-            crate::node::drop_payload(payload);
+            crate::registry::object::drop_payload(payload);
         }
     }
 
@@ -974,7 +978,7 @@ impl ShrinkerRegistry {
         st.tree.try_reserve(1)?;
         let parent_entry = st.tree.get_mut(&parent.index()).expect("checked live");
         parent_entry.children.try_reserve(1)?;
-        // Grow the table if needed (as ids.rs does).
+        // Grow the table if needed (as registry/ids.rs does).
         let len = st.table().map_or(0, |t| t.slots.len());
         let idx = g.index() as usize;
         if idx >= len {
@@ -1028,7 +1032,7 @@ impl ShrinkerRegistry {
     /// Remove a memory group (`rmdir` of a memory cgroup): its deferred work
     /// moves to the parent, every [`GroupObserver`] moves its objects there,
     /// and its index is never used again. The numbered protocol is in the
-    /// source (groups.rs, "Removal").
+    /// source (groups/, "Removal").
     ///
     /// # Blocking
     ///
@@ -1087,7 +1091,7 @@ impl ShrinkerRegistry {
             }
         }
         // Close the gate: from here on walkers pin groups (and shrinkers)
-        // with refcounts; one grace period if it was open (pin.rs, "Light
+        // with refcounts; one grace period if it was open (registry/pin.rs, "Light
         // group pins").
         let gate_hold = self.inner.gate.enter();
         // 2. Unpublish (checking again: the mutex was dropped).
@@ -1322,7 +1326,7 @@ impl ShrinkerRegistry {
     ///
     /// Issues a `fence(SeqCst)` before setting the bit: the producer half
     /// of the store-buffering handshake with the walk's clear-on-`Empty`
-    /// (groups.rs). Whatever the caller stored before the call (the list's
+    /// (groups/). Whatever the caller stored before the call (the list's
     /// new count) is seen by a walk that clears the bit concurrently, or
     /// the bit ends up set.
     ///
@@ -1421,7 +1425,7 @@ impl ShrinkerRegistry {
         priority: u8,
     ) -> Result<usize, ShrinkError> {
         let gate = &*self.inner.gate;
-        // 1. Find and pin the group: lightly if the gate is open (pin.rs,
+        // 1. Find and pin the group: lightly if the gate is open (registry/pin.rs,
         // "Light group pins"), else with its refcount.
         let guard = read_lock();
         let Some(data) = self.inner.groups.lookup(group, &guard) else {
@@ -1500,7 +1504,7 @@ impl ShrinkerRegistry {
                     // 3.
                     let p = self.inner.ids.lookup(id, &guard);
                     // SAFETY: a node found in the id table is live until
-                    // `guard` ends (ids.rs).
+                    // `guard` ends (registry/ids.rs).
                     let node = unsafe { p.as_ref() };
                     let pinned = node
                         .filter(|n| n.flags.group_aware)
@@ -1564,11 +1568,11 @@ impl ShrinkerRegistry {
 }
 
 /// Removal step 4 into the root: the root's deferred work lives in the
-/// shrinker itself (`Deferred::slot`). A shrinker that no longer exists
+/// shrinker itself (`NrDeferred::slot`). A shrinker that no longer exists
 /// loses it, as its root counters are gone too.
 fn add_root_deferred(ids: &IdTable, id: u32, node: usize, n: usize, guard: &ReadGuard) {
     // SAFETY: a node found in the id table is live until `guard` ends
-    // (ids.rs); we touch only an atomic counter, so no pin is needed.
+    // (registry/ids.rs); we touch only an atomic counter, so no pin is needed.
     if let Some(s) = unsafe { ids.lookup(id, guard).as_ref() } {
         // Relaxed: an atomic sum; walkers swap it.
         s.deferred
@@ -1610,7 +1614,7 @@ impl ShrinkerRegistry {
             .groups
             .lookup(g, &guard)
             .and_then(|d| d.map(&guard).unit(node, unit))
-            // Relaxed: deferred counts are Relaxed throughout (engine.rs).
+            // Relaxed: deferred counts are Relaxed throughout (engine/).
             .map_or(0, |u| u.nr_deferred[bit].load(Ordering::Relaxed))
     }
 
@@ -2148,7 +2152,7 @@ mod tests {
         let gate = Arc::clone(&reg.inner.gate);
         let hold = if close_gate_first {
             // Hold the gate closed, as a removal in progress would (see
-            // registry.rs's `blocked_walk_then_unregister`).
+            // registry/mod.rs's `blocked_walk_then_unregister`).
             Some(gate.enter())
         } else {
             assert!(gate.open_now(), "a new registry's gate is open");
