@@ -123,6 +123,7 @@ mod error;
 mod group_id;
 mod groups;
 mod info;
+mod lifetime;
 mod lru;
 mod registry;
 mod request;

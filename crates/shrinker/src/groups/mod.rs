@@ -161,27 +161,30 @@
 //! `observe_groups`). Neither mutex is held while calling an observer, a
 //! `ListLru` or a shrinker.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::mem::size_of;
 use std::ptr;
 use std::sync::Weak;
 
 use shrinker_rcu::{read_lock, ReadGuard};
-use shrinker_sync::{Completion, Refcount};
+use shrinker_sync::Completion;
 
 use crate::error::{BuildError, GroupError, ShrinkError};
 use crate::group_id::GroupId;
 use crate::info::ShrinkerId;
+use crate::lifetime::{
+    frames, free_after_grace_period, retire_after_grace_period, ArrayWriter, LiveRef, RcuArray,
+    Urgency,
+};
 use crate::list_lru::{ListLru, ReparentError};
-use crate::registry::ids::{free_after_grace_period, IdTable};
+use crate::registry::ids::IdTable;
 use crate::registry::pin::{self, WalkerSlot};
 use crate::registry::{pin_for_callout, ShrinkerRegistry};
 mod observers;
 
 pub use observers::GroupObserver;
 
-use crate::sync::{fence, lock, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{fence, lock, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// Shrinker ids per unit (bits in `Unit::map`).
 pub(crate) const BITS_PER_UNIT: usize = 64;
@@ -421,21 +424,6 @@ unsafe fn free_map(p: *mut Word) {
     drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(p, len)) });
 }
 
-/// [`free_map`] after a grace period: readers still holding `p` are in read
-/// sections.
-///
-/// # Safety
-///
-/// As [`free_map`], except that readers may remain inside read sections.
-unsafe fn free_map_after_grace_period(p: *mut Word) {
-    let p = crate::registry::ids::SendPtr(p);
-    shrinker_rcu::call_rcu(move || {
-        let p = p;
-        // SAFETY: the grace period has ended: no reader remains (contract).
-        unsafe { free_map(p.0) };
-    });
-}
-
 /// A group's data: its pin and its `ShrinkerInfo` for every node.
 ///
 /// # Invariants
@@ -445,15 +433,13 @@ unsafe fn free_map_after_grace_period(p: *mut Word) {
 /// * The units named by `map` are freed only when the `GroupData` is
 ///   dropped, which happens only after a grace period that began after
 ///   the group was unpublished and its count reached zero.
-/// * `refcount` is 1 + walker pins while the group is published; removal
-///   drops the 1, and once it is zero it never rises again.
+/// * `refs` is 1 + walker pins while the group is published; removal
+///   marks it dying and drops the 1, and once it is zero it never rises
+///   again.
 pub(crate) struct GroupData {
-    refcount: Refcount,
-    /// Set by removal before it drops the initial reference: `try_get`
-    /// refuses new pins from then on (as registry/object.rs's `try_get` does for a
-    /// shrinker being unregistered).
-    dying: AtomicBool,
-    /// Completed by the `put` that drops `refcount` to zero.
+    /// The walkers' pins ([`LiveRef`], as a shrinker object's).
+    refs: LiveRef,
+    /// Completed by the `put` that drops `refs` to zero.
     done: Completion,
     /// The current [`UnitMap`] (a thin pointer from [`build_map`]).
     map: AtomicPtr<Word>,
@@ -463,14 +449,17 @@ impl GroupData {
     fn try_new(nr_nodes: usize, nr_units: usize) -> Result<Box<Self>, GroupError> {
         let map = build_map(nr_nodes, nr_units, None, None)?;
         Ok(Box::new(GroupData {
-            refcount: Refcount::new(1),
-            dying: AtomicBool::new(false),
+            refs: LiveRef::new(1),
             done: Completion::new(),
             map: AtomicPtr::new(map),
         }))
     }
 
-    /// Pin the group for a walk.
+    /// Pin the group for a walk ([`LiveRef::try_get`]: refuses a group
+    /// whose removal has begun). A group walk looks the group up in the
+    /// table first, and removal unpublishes it before it drops the initial
+    /// reference, so walks alone could not starve removal; the dying mark
+    /// makes the rule the same for every pin.
     ///
     /// # Ordering
     ///
@@ -479,23 +468,8 @@ impl GroupData {
     /// through the table's Acquire; this is belt and braces for the count).
     #[inline]
     #[must_use = "a successful try_get must be balanced by put"]
-    ///
-    /// Refuses a group whose removal has begun, by the argument of registry/object.rs's
-    /// `try_get`: an increment after removal's Release decrement of the
-    /// initial reference reads from its release sequence and sees `dying`.
-    /// (A group walk looks the group up in the table first, and removal
-    /// unpublishes it before that decrement, so walks alone could not starve
-    /// removal; the check makes the rule the same for every pin.)
     fn try_get(&self) -> bool {
-        // Relaxed (both): see above and registry/object.rs's `try_get`.
-        if self.dying.load(Ordering::Relaxed) || !self.refcount.inc_not_zero_acquire() {
-            return false;
-        }
-        if self.dying.load(Ordering::Relaxed) {
-            self.put();
-            return false;
-        }
-        true
+        self.refs.try_get(&self.done)
     }
 
     /// Drop a walker's pin. The caller is inside a read section (module
@@ -508,9 +482,7 @@ impl GroupData {
     /// happen-before the remover's reparenting of their counts.
     #[inline]
     fn put(&self) {
-        if self.refcount.dec_and_test() {
-            self.done.complete();
-        }
+        self.refs.put(&self.done);
     }
 
     /// The current unit map, alive until `_guard` ends (a replaced map is
@@ -568,7 +540,7 @@ impl GroupData {
         let old = self.map.swap(new, Ordering::Release);
         // SAFETY: from `build_map`, now unpublished; readers still holding
         // it are in read sections (walkers re-load after re-entering).
-        unsafe { free_map_after_grace_period(old) };
+        unsafe { retire_after_grace_period(old, free_map, Urgency::Prompt) };
         // SAFETY: units live as long as the group (type invariant), which
         // cannot be freed while we hold the mutex (removal step 6 takes it).
         Some(unsafe { &*u })
@@ -597,12 +569,6 @@ impl Drop for GroupData {
     }
 }
 
-/// The RCU-readable group table: slot `g` is null (root, removed or
-/// dying) or points to group `g`'s data.
-struct Table {
-    slots: Box<[AtomicPtr<GroupData>]>,
-}
-
 /// One group in the tree (under the groups mutex).
 struct Entry {
     parent: GroupId,
@@ -620,9 +586,8 @@ struct Entry {
 
 /// What the groups mutex protects.
 pub(crate) struct State {
-    /// The published table (null before the first group): the writers'
-    /// copy of `Groups::table`.
-    table: *const Table,
+    /// The group table's writer half.
+    table: ArrayWriter,
     /// The next group index (never reused).
     next: u32,
     /// Units per (group, node): covers every group-aware shrinker's id.
@@ -638,12 +603,6 @@ pub(crate) struct State {
 unsafe impl Send for State {}
 
 impl State {
-    fn table(&self) -> Option<&Table> {
-        // SAFETY: the published table; replaced (and retired) only under
-        // the mutex the holder of `&self` holds.
-        unsafe { self.table.as_ref() }
-    }
-
     fn data(&self, g: GroupId) -> Option<&GroupData> {
         let e = self.tree.get(&g.index())?;
         // SAFETY: non-null data of a group in the tree is live: it is freed
@@ -673,7 +632,9 @@ impl State {
 
 /// The registry's memory groups (lives in `registry::Inner`).
 pub(crate) struct Groups {
-    table: AtomicPtr<Table>,
+    /// The group table: slot `g` is null (root, removed or dying) or
+    /// points to group `g`'s data.
+    table: RcuArray<GroupData>,
     state: Mutex<State>,
     observers: Mutex<Vec<Weak<dyn GroupObserver>>>,
     /// Observer calls that panicked (caught: the removal completes).
@@ -694,10 +655,11 @@ impl Groups {
                 told: false,
             },
         );
+        let (table, writer) = RcuArray::new();
         Groups {
-            table: AtomicPtr::new(ptr::null_mut()),
+            table,
             state: Mutex::new(State {
-                table: ptr::null(),
+                table: writer,
                 next: 1,
                 nr_units: 0,
                 tree,
@@ -712,16 +674,10 @@ impl Groups {
     /// The data of published group `g` (not the root), live until `guard`
     /// ends.
     #[inline]
-    fn lookup<'g>(&self, g: GroupId, _guard: &'g ReadGuard) -> Option<&'g GroupData> {
-        // Acquire: pairs with the Release swap in `create`: the copied slots
-        // are visible.
-        let t = self.table.load(Ordering::Acquire);
-        // SAFETY: null or a live table; a replaced table is freed after a
-        // grace period, which `_guard` holds off.
-        let t = unsafe { t.as_ref() }?;
-        // Acquire: pairs with the Release slot store in `create`: the
-        // group's initialisation is visible.
-        let p = t.slots.get(g.index() as usize)?.load(Ordering::Acquire);
+    fn lookup<'g>(&self, g: GroupId, guard: &'g ReadGuard) -> Option<&'g GroupData> {
+        // Acquire (inside `get`): pairs with the Release slot store in
+        // `create`: the group's initialisation is visible.
+        let p = self.table.get(g.index() as usize, guard);
         // SAFETY: a published group's data is freed only after a grace
         // period that began after it was unpublished (module doc).
         unsafe { p.as_ref() }
@@ -765,7 +721,7 @@ impl Groups {
             // holding it are in read sections (or pinned the group inside
             // one and re-load after re-entering), which the grace period
             // waits for. Freeing a map frees no unit.
-            unsafe { free_map_after_grace_period(old) };
+            unsafe { retire_after_grace_period(old, free_map, Urgency::Prompt) };
         }
         st.nr_units = need;
         Ok(())
@@ -834,12 +790,7 @@ impl Drop for Groups {
                 drop(unsafe { Box::from_raw(e.data) });
             }
         }
-        // Relaxed: `&mut self`.
-        let t = self.table.load(Ordering::Relaxed);
-        if !t.is_null() {
-            // SAFETY: leaked by `create_group`, still published.
-            drop(unsafe { Box::from_raw(t) });
-        }
+        // The table frees itself (`RcuArray`'s drop), not the data.
     }
 }
 
@@ -890,54 +841,6 @@ fn split(id: ShrinkerId) -> (usize, usize) {
 }
 
 // ---------------------------------------------------------------------------
-// "This thread is walking group G": for remove_group's misuse check.
-
-struct Walking {
-    group: *const GroupData,
-    outer: *const Walking,
-}
-
-#[cfg(not(loom))]
-std::thread_local! {
-    static WALKING: Cell<*const Walking> = const { Cell::new(ptr::null()) };
-}
-#[cfg(loom)]
-loom::thread_local! {
-    static WALKING: Cell<*const Walking> = Cell::new(ptr::null());
-}
-
-/// Run `f` with `group` marked as walked by this thread.
-fn mark_walking<R>(group: *const GroupData, f: impl FnOnce() -> R) -> R {
-    struct Restore(*const Walking);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let outer = self.0;
-            let _ = WALKING.try_with(|c| c.set(outer));
-        }
-    }
-    let outer = WALKING.try_with(Cell::get).unwrap_or(ptr::null());
-    let frame = Walking { group, outer };
-    let _ = WALKING.try_with(|c| c.set(&frame));
-    // Declared after `frame`, so dropped (unlinking it) before it.
-    let _restore = Restore(outer);
-    f()
-}
-
-/// Is this thread inside a walk of `group`?
-fn walking(group: *const GroupData) -> bool {
-    let mut f = WALKING.try_with(Cell::get).unwrap_or(ptr::null());
-    // SAFETY: every frame in the chain lives on the stack of a
-    // `mark_walking` call still running on this thread.
-    while let Some(frame) = unsafe { f.as_ref() } {
-        if ptr::eq(frame.group, group) {
-            return true;
-        }
-        f = frame.outer;
-    }
-    false
-}
-
-// ---------------------------------------------------------------------------
 // The public face, on the registry.
 
 impl ShrinkerRegistry {
@@ -978,37 +881,12 @@ impl ShrinkerRegistry {
         st.tree.try_reserve(1)?;
         let parent_entry = st.tree.get_mut(&parent.index()).expect("checked live");
         parent_entry.children.try_reserve(1)?;
-        // Grow the table if needed (as registry/ids.rs does).
-        let len = st.table().map_or(0, |t| t.slots.len());
         let idx = g.index() as usize;
-        if idx >= len {
-            let new_len = (len * 2).max(64).max(idx + 1);
-            let mut v = Vec::new();
-            v.try_reserve_exact(new_len)?;
-            v.extend((0..new_len).map(|_| AtomicPtr::new(ptr::null_mut())));
-            if let Some(old) = st.table() {
-                for (n, o) in v.iter().zip(old.slots.iter()) {
-                    // Relaxed: slots change only under the mutex we hold.
-                    n.store(o.load(Ordering::Relaxed), Ordering::Relaxed);
-                }
-            }
-            let new = Box::into_raw(Box::new(Table {
-                slots: v.into_boxed_slice(),
-            }));
-            st.table = new;
-            // Release: publishes the copied slots to `lookup`'s Acquire.
-            let old = groups.table.swap(new, Ordering::Release);
-            if !old.is_null() {
-                // SAFETY: leaked above by an earlier call, now unpublished;
-                // readers still holding it are in read sections.
-                unsafe { free_after_grace_period(old) };
-            }
-        }
+        groups.table.grow(&mut st.table, idx, 64)?;
         let data = Box::into_raw(data);
-        let t = st.table().expect("table allocated above");
-        // Release: pairs with `lookup`'s Acquire: the group's
+        // Release (inside `set`): pairs with `lookup`'s Acquire: the group's
         // initialisation is visible to whoever finds it.
-        t.slots[idx].store(data, Ordering::Release);
+        groups.table.set(&st.table, idx, data);
         st.tree
             .get_mut(&parent.index())
             .expect("checked live")
@@ -1081,7 +959,7 @@ impl ShrinkerRegistry {
         {
             let st = lock(&groups.state);
             let e = st.removable(g)?;
-            if walking(e.data) || pin::holds_light_group_pin(e.data) {
+            if frames::is_inside(e.data) || pin::holds_light_group_pin(e.data) {
                 drop(st);
                 panic!(
                     "memory group {} removed from a shrinker callback of a walk of that group: \
@@ -1101,12 +979,11 @@ impl ShrinkerRegistry {
             let (data, parent) = (e.data, e.parent);
             st.tree.get_mut(&g.index()).expect("live").dying = true;
             st.live -= 1;
-            if let Some(t) = st.table() {
-                // Relaxed: a walker that still finds the data try_gets it
-                // (the gate is closed); one that got in before step 3 is
-                // waited for, one after it fails (the count stays zero).
-                t.slots[g.index() as usize].store(ptr::null_mut(), Ordering::Relaxed);
-            }
+            // Relaxed (inside `clear`): a walker that still finds the data
+            // try_gets it (the gate is closed); one that got in before step
+            // 3 is waited for, one after it fails (dying, and the count
+            // stays zero).
+            groups.table.clear(&st.table, g.index() as usize);
             (data, parent)
         };
         // SAFETY: the data of a group in the tree is live until step 6.
@@ -1116,9 +993,7 @@ impl ShrinkerRegistry {
         // last reference, dec_and_test's Acquire orders every pin's accesses
         // before what follows; otherwise the completion's mutex does; light
         // pins, the Acquire of the slot scan.
-        if !d.refcount.dec_and_test() {
-            d.done.wait();
-        }
+        d.refs.kill_and_wait(&d.done);
         pin::wait_for_light_group_pins(data);
         drop(gate_hold);
         // 4. Reparent deferred work.
@@ -1179,7 +1054,7 @@ impl ShrinkerRegistry {
         // SAFETY: leaked by `create_group`; unpublished, count zero for good,
         // out of the tree: ours. A `set_shrinker_bit` that found it before
         // step 2 is in a read section, which the grace period waits for.
-        unsafe { free_after_grace_period(data) };
+        unsafe { free_after_grace_period(data, Urgency::Prompt) };
         Ok(())
     }
 
@@ -1452,7 +1327,7 @@ impl ShrinkerRegistry {
             // The slot itself marks the walk for remove_group's misuse check.
             self.walk_units(data, slot, group, nid, priority, guard)
         } else {
-            mark_walking(data, move || {
+            frames::with_frame(data, move || {
                 self.walk_units(data, slot, group, nid, priority, guard)
             })
         };
@@ -2134,7 +2009,7 @@ mod tests {
     impl Shrink for GroupBlocker {
         fn count(&self, _: &ShrinkControl) -> Count {
             // SAFETY: the walk calling us pins the group.
-            let rc = unsafe { (*self.data).refcount.read() };
+            let rc = unsafe { (*self.data).refs.read() };
             self.entered.lock().unwrap().send(rc).unwrap();
             self.go.lock().unwrap().recv().unwrap();
             Count::Objects(100)

@@ -30,8 +30,8 @@
 //!
 //! Finding the list for (node, group) takes no lock: an RCU read section
 //! around two Acquire loads, the group table and its slot (the table is an
-//! array grown by copy under a mutex, the old one freed after a grace
-//! period, as the shrinker id table in `registry/ids.rs`). The lists a slot points to
+//! `RcuArray`, grown by copy under a mutex, the old one freed after a grace
+//! period, as the shrinker id table and the group table are). The lists a slot points to
 //! are never freed while the `ListLru` lives, so the read section ends
 //! before any list lock is taken, and an isolate callback may block without
 //! stalling grace periods. Each list has its own lock and its own atomic
@@ -122,6 +122,7 @@ use std::ptr;
 use shrinker_rcu::ReadGuard;
 
 use crate::group_id::GroupId;
+use crate::lifetime::{ArrayWriter, RcuArray};
 use crate::sync::{self, AtomicPtr, Mutex, MutexGuard, Ordering};
 use one::{Inner, ListOne, Slot};
 
@@ -246,13 +247,6 @@ pub enum ReparentError {
 /// A key's slot and the list that owns it, locked: (list, its lock, slot).
 type Resolved<'a, T> = (&'a ListOne<T>, MutexGuard<'a, Inner<T>>, *mut Slot<T>);
 
-/// The group table: slot `g` is null or points to group `g`'s per-node
-/// lists, a leaked `Box<[ListOne<T>]>` of `nr_nodes` elements, type-erased
-/// so that an old table can be freed on the RCU worker without `T: 'static`.
-struct Table {
-    slots: Box<[AtomicPtr<()>]>,
-}
-
 type Notify = Box<dyn Fn(usize, GroupId) + Send + Sync>;
 
 /// Per-(node, group) LRU lists with counts (the kernel's `struct list_lru`).
@@ -262,11 +256,10 @@ type Notify = Box<dyn Fn(usize, GroupId) + Send + Sync>;
 ///
 /// # Invariants
 ///
-/// * `table` is null or a leaked `Box<Table>`; it is replaced only under
-///   `grow`, and a replaced table is freed after a grace period.
-/// * Every non-null table slot points to `nr_nodes` lists allocated for
-///   that group (by `alloc_group`), freed only by `Drop`. A slot, once set,
-///   never changes (copied into any larger table).
+/// * Every non-null slot of `groups` points to the first of `nr_nodes`
+///   lists allocated for that group (a leaked `Box<[ListOne<T>]>`, by
+///   `alloc_group_slow`), freed only by `Drop`. A slot, once set, never
+///   changes (copied into any larger table).
 ///
 /// # Examples
 ///
@@ -283,9 +276,10 @@ type Notify = Box<dyn Fn(usize, GroupId) + Send + Sync>;
 /// ```
 pub struct ListLru<T> {
     nr_nodes: usize,
-    table: AtomicPtr<Table>,
-    /// Serializes table growth and group allocation.
-    grow: Mutex<()>,
+    /// The group table: slot `g` names group `g`'s per-node lists.
+    groups: RcuArray<ListOne<T>>,
+    /// Serializes table growth and group allocation (the table's writer).
+    grow: Mutex<ArrayWriter>,
     /// Serializes reparenting (so forward chains change one at a time).
     reparent_lock: Mutex<()>,
     notify: Option<Notify>,
@@ -378,10 +372,11 @@ impl<T> ListLru<T> {
             nr_nodes > 0 && u32::try_from(nr_nodes).is_ok(),
             "ListLru: nr_nodes must be in 1..=u32::MAX, got {nr_nodes}"
         );
+        let (groups, writer) = RcuArray::new();
         ListLru {
             nr_nodes,
-            table: AtomicPtr::new(ptr::null_mut()),
-            grow: Mutex::new(()),
+            groups,
+            grow: Mutex::new(writer),
             reparent_lock: Mutex::new(()),
             notify,
             _owns: PhantomData,
@@ -407,23 +402,15 @@ impl<T> ListLru<T> {
 
     // ---- the group table -------------------------------------------------
 
-    /// Group `index`'s lists, if allocated, read under `_guard`.
+    /// Group `index`'s lists, if allocated, read under `guard`.
     #[inline]
-    fn lookup(&self, index: u32, _guard: &ReadGuard) -> Option<&[ListOne<T>]> {
-        // Acquire: pairs with the Release swap in `alloc_group`; the copied
-        // slots are visible.
-        let t = self.table.load(Ordering::Acquire);
-        // SAFETY: null or a live table: a replaced one is freed only after a
-        // grace period, which `_guard` holds off (type invariant).
-        let t = unsafe { t.as_ref() }?;
-        // Acquire: pairs with the Release store in `alloc_group`; the lists'
-        // initialisation is visible.
-        let p = t.slots.get(index as usize)?.load(Ordering::Acquire);
+    fn lookup(&self, index: u32, guard: &ReadGuard) -> Option<&[ListOne<T>]> {
+        // Acquire (inside `get`): the lists' initialisation is visible.
+        let p = self.groups.get(index as usize, guard);
         // SAFETY: a set slot points to `nr_nodes` initialised lists that live
         // until `Drop` (type invariant), which `&self` holds off: the slice
         // may outlive the guard.
-        (!p.is_null())
-            .then(|| unsafe { std::slice::from_raw_parts(p.cast::<ListOne<T>>(), self.nr_nodes) })
+        (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p, self.nr_nodes) })
     }
 
     /// Group `group`'s lists, if allocated (lock-free).
@@ -445,67 +432,28 @@ impl<T> ListLru<T> {
 
     #[cold]
     fn alloc_group_slow(&self, group: GroupId) -> &[ListOne<T>] {
-        let _grow = sync::lock(&self.grow);
+        let mut w = sync::lock(&self.grow);
         let index = group.index() as usize;
-        // Relaxed: the table is replaced only under `grow`, which we hold.
-        let cur = self.table.load(Ordering::Relaxed);
-        // SAFETY: tables are retired only under `grow`, which we hold.
-        let cur_ref = unsafe { cur.as_ref() };
-        let len = cur_ref.map_or(0, |t| t.slots.len());
-        let table: &Table = if index < len {
-            cur_ref.expect("len > 0")
-        } else {
-            let new_len = (index + 1).next_power_of_two().max(16);
-            let new = Box::new(Table {
-                slots: (0..new_len)
-                    .map(|_| AtomicPtr::new(ptr::null_mut()))
-                    .collect(),
-            });
-            if let Some(old) = cur_ref {
-                for (n, o) in new.slots.iter().zip(old.slots.iter()) {
-                    // Relaxed: slots are set only under `grow`.
-                    n.store(o.load(Ordering::Relaxed), Ordering::Relaxed);
-                }
-            }
-            let new = Box::into_raw(new);
-            // Release: publishes the copied slots to the Acquire load in
-            // `lookup`.
-            self.table.store(new, Ordering::Release);
-            if !cur.is_null() {
-                // SAFETY: `cur` was leaked here earlier and is now
-                // unpublished; readers still holding it are in read
-                // sections, which the grace period waits for. (The `Box` is
-                // made after the grace period: see
-                // `ids::free_after_grace_period`.)
-                unsafe { crate::registry::ids::free_after_grace_period(cur) };
-            }
-            // SAFETY: just published; retired only under `grow`.
-            unsafe { &*new }
-        };
-        let slot = &table.slots[index];
-        // Relaxed: set only under `grow`.
-        let mut p = slot.load(Ordering::Relaxed);
+        if self.groups.grow(&mut w, index, 16).is_err() {
+            // Out of memory: abort, as the lists' `Box` would.
+            std::alloc::handle_alloc_error(std::alloc::Layout::new::<[usize; 16]>());
+        }
+        let mut p = self.groups.get_locked(&w, index);
         if p.is_null() {
             let lists: Box<[ListOne<T>]> = (0..self.nr_nodes).map(|_| ListOne::new()).collect();
-            p = Box::into_raw(lists).cast::<ListOne<T>>().cast::<()>();
-            // Release: pairs with the Acquire load in `lookup`; publishes the
-            // lists' initialisation.
-            slot.store(p, Ordering::Release);
+            p = Box::into_raw(lists).cast::<ListOne<T>>();
+            // Release (inside `set`): pairs with the Acquire in `lookup`;
+            // publishes the lists' initialisation.
+            self.groups.set(&w, index, p);
         }
         // SAFETY: `p` points to `nr_nodes` lists that live until `Drop`.
-        unsafe { std::slice::from_raw_parts(p.cast::<ListOne<T>>(), self.nr_nodes) }
+        unsafe { std::slice::from_raw_parts(p, self.nr_nodes) }
     }
 
     /// Every allocated group's lists, for statistics (lock-free).
     fn for_each_group(&self, mut f: impl FnMut(GroupId, &[ListOne<T>])) {
         let guard = shrinker_rcu::read_lock();
-        // Acquire: as in `lookup`.
-        let t = self.table.load(Ordering::Acquire);
-        // SAFETY: as in `lookup`.
-        let Some(t) = (unsafe { t.as_ref() }) else {
-            return;
-        };
-        for index in 0..t.slots.len() {
+        for index in 0..self.groups.len(&guard) {
             if let Some(l) = self.lookup(index as u32, &guard) {
                 f(GroupId::from_index(index as u32), l);
             }
@@ -1026,28 +974,15 @@ unsafe fn slot_value<'a, T>(s: *mut Slot<T>) -> &'a mut T {
 
 impl<T> Drop for ListLru<T> {
     fn drop(&mut self) {
-        // Relaxed: `&mut self` excludes every other access.
-        let t = self.table.load(Ordering::Relaxed);
-        if t.is_null() {
-            return;
-        }
-        // SAFETY: leaked by `alloc_group_slow`, still published, no reader
-        // can exist (`&mut self`).
-        let t = unsafe { Box::from_raw(t) };
-        for slot in t.slots.iter() {
-            // Relaxed: as above.
-            let p = slot.load(Ordering::Relaxed);
+        let nr_nodes = self.nr_nodes;
+        for p in self.groups.drain() {
             if !p.is_null() {
                 // SAFETY: leaked from a `Box<[ListOne<T>]>` of `nr_nodes`
                 // elements by `alloc_group_slow`, once per slot; tables only
-                // share it, and only this one is freed here (retired ones
-                // free their slot arrays, not the lists).
-                drop(unsafe {
-                    Box::from_raw(ptr::slice_from_raw_parts_mut(
-                        p.cast::<ListOne<T>>(),
-                        self.nr_nodes,
-                    ))
-                });
+                // share it, and only the current one is drained here
+                // (retired ones free their slot arrays, not the lists). No
+                // reader remains (`&mut self`).
+                drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(p, nr_nodes)) });
             }
         }
     }

@@ -7,7 +7,7 @@
 //! 1. Under the registry mutex: append to the RCU list
 //!    (`list_add_tail_rcu`) and publish the id. Walkers may now *see* the
 //!    shrinker, but its count is 0, so `try_get` fails and they skip it.
-//! 2. Outside the mutex, **last**: `refcount.set_release(1)`. From here on
+//! 2. Outside the mutex, **last**: `refs.activate()` (count 1, Release). From here on
 //!    walkers pin it; the Release pairs with their Acquire `try_get` and
 //!    publishes everything written at build (the kernel's rule: the
 //!    refcount is set last).
@@ -253,7 +253,7 @@ impl<S: Shrink> Shrinker<S> {
         // 2. Release: pairs with the Acquire of `try_get`; publishes the
         // node and the state (module doc, "Register" step 2).
         // SAFETY: owned node.
-        unsafe { node.as_ref() }.refcount.set_release(1);
+        unsafe { node.as_ref() }.refs.activate();
         Registered {
             node,
             registry,
@@ -455,12 +455,9 @@ unsafe fn unregister_inner<S: Shrink>(
     // inside), nobody will complete `done` and there is nothing to wait
     // for: dec_and_test's Acquire on success already orders every earlier
     // pin's accesses before what follows.
-    n.mark_dying();
-    if !n.refcount.dec_and_test() {
-        // Acquire (the completion's mutex): the last pin's `put` completes
-        // it; every pin's accesses happen-before what follows.
-        n.done.wait();
-    }
+    // Acquire (the completion's mutex): the last pin's `put` completes it;
+    // every pin's accesses happen-before what follows.
+    n.refs.kill_and_wait(&n.done);
     // 2b. Wait out light pins (Acquire on each slot: their callouts
     // happen-before what follows).
     pin::wait_for_light_pins(node.as_ptr());

@@ -69,6 +69,9 @@ use crate::groups::Groups;
 
 use crate::group_id::GroupId;
 use crate::info::{ShrinkerId, ShrinkerInfo};
+use crate::lifetime::frames;
+#[cfg(not(loom))]
+use crate::lifetime::{free_after_grace_period, Urgency};
 use crate::request::ShrinkRequest;
 use crate::shrink::{Count, Scan};
 use crate::sync::{fence, lock, AtomicPtr, Mutex, Ordering};
@@ -432,7 +435,7 @@ impl ShrinkerRegistry {
                 flags: n.flags,
                 seeks: n.seeks,
                 batch: n.batch,
-                live: n.refcount.read() > 0,
+                live: n.refs.read() > 0,
                 stats: n.stats_snapshot(),
             });
             p = n.next.load(Ordering::Relaxed);
@@ -521,22 +524,13 @@ impl ShrinkerRegistry {
     /// `node` is unlinked, its id slot cleared, its count zero; the caller
     /// owned it and gives it up.
     pub(crate) unsafe fn free_rcu(&self, node: NonNull<ShrinkerObject>) {
-        // Lazy: nobody waits for this free, so it may ride with other lazy
-        // callbacks instead of forcing a grace period of its own (on a
-        // register-heavy load, prompt grace periods cost the churning threads
-        // their membarrier IPIs). The `Box` is made inside the callback, not
-        // here: walkers may still be reading the node, and a `Box` asserts
-        // unique access (see `ids::free_after_grace_period`).
+        // Lazy: nobody waits for this free (`Urgency::Lazy`).
         #[cfg(not(loom))]
-        {
-            let p = ids::SendPtr(node.as_ptr());
-            shrinker_rcu::call_rcu_lazy(move || {
-                let p = p;
-                // SAFETY: an owned box (contract); the grace period has
-                // ended, so no walker remains.
-                drop(unsafe { Box::from_raw(p.0) });
-            });
-        }
+        // SAFETY: an owned box (contract), unlinked with its id cleared, so
+        // only readers inside read sections may still reach it.
+        unsafe {
+            free_after_grace_period(node.as_ptr(), Urgency::Lazy)
+        };
         #[cfg(loom)]
         {
             // SAFETY: owned box (contract). (Under loom the node is never
@@ -668,7 +662,7 @@ pub(crate) fn pin_for_callout<'a>(
     match slot {
         Some(s) if gate.is_open() => {
             s.pin(node);
-            if node.refcount.read() == 0 {
+            if node.refs.read() == 0 {
                 // Not registered yet (or, with the gate open, already gone).
                 s.unpin();
                 return None;
@@ -687,7 +681,7 @@ pub(crate) fn pin_for_callout<'a>(
 
 /// Is the calling thread inside a callback of `node`? (For unregister.)
 pub(crate) fn inside_callback_of(node: NonNull<ShrinkerObject>) -> bool {
-    pin::holds_light_pin(node.as_ptr()) || object::inside(node.as_ptr())
+    pin::holds_light_pin(node.as_ptr()) || frames::is_inside(node.as_ptr())
 }
 
 impl fmt::Debug for ShrinkerRegistry {
@@ -742,16 +736,17 @@ impl RegistryBuilder {
     }
 
     fn build_unchecked(self, nr_nodes: usize) -> ShrinkerRegistry {
+        let (ids, id_alloc) = IdTable::new();
         ShrinkerRegistry {
             inner: Arc::new(Inner {
                 head: AtomicPtr::new(ptr::null_mut()),
-                ids: IdTable::new(),
+                ids,
                 groups: Groups::new(nr_nodes),
                 gate: Gate::new(),
                 state: Mutex::new(State {
                     tail: ptr::null_mut(),
                     len: 0,
-                    ids: IdAlloc::default(),
+                    ids: id_alloc,
                 }),
                 nr_nodes,
                 max_shrinkers: self.max_shrinkers,
@@ -847,20 +842,20 @@ mod tests {
             .build_in(&reg, Pool::with(10))
             .unwrap();
         let node = s.node();
-        assert_eq!(node.refcount.read(), 0, "built, not registered");
+        assert_eq!(node.refs.read(), 0, "built, not registered");
         {
             let _guard = read_lock();
             assert!(CalloutPin::try_ref(node).is_none());
         }
-        assert_eq!(node.refcount.read(), 0);
+        assert_eq!(node.refs.read(), 0);
         let r = s.register();
         {
             let guard = read_lock();
             let pin = CalloutPin::try_ref(r.node()).expect("registered");
-            assert_eq!(r.node().refcount.read(), 2);
+            assert_eq!(r.node().refs.read(), 2);
             pin.unpin(&guard);
         }
-        assert_eq!(r.node().refcount.read(), 1);
+        assert_eq!(r.node().refs.read(), 1);
     }
 
     #[test]
@@ -1157,9 +1152,7 @@ mod tests {
     impl Shrink for Blocker {
         fn count(&self, _: &ShrinkControl) -> Count {
             // SAFETY: the node is pinned by the walk calling us.
-            let rc = unsafe { &*self.node.load(Ordering::Relaxed) }
-                .refcount
-                .read();
+            let rc = unsafe { &*self.node.load(Ordering::Relaxed) }.refs.read();
             self.entered.lock().unwrap().send(rc).unwrap();
             self.go.lock().unwrap().recv().unwrap();
             Count::Objects(0)
