@@ -138,7 +138,8 @@ pub use lru::list_lru::{Isolate, ListLru, LruKey, ReparentError};
 pub use lru::lru_cache::{CacheError, CacheStats, InsertError, LruCache, LruCacheBuilder};
 #[doc(inline)]
 pub use lru::{list_lru, lru_cache};
-pub use registry::{Registered, RegistryBuilder, Shrinker, ShrinkerBuilder, ShrinkerRegistry};
+pub use registry::handles::{Registered, Shrinker, ShrinkerBuilder};
+pub use registry::{RegistryBuilder, ShrinkerRegistry};
 pub use request::ShrinkRequest;
 pub use shrink::{Count, Scan, Shrink, ShrinkControl};
 

@@ -164,7 +164,7 @@
 use std::collections::HashMap;
 use std::mem::size_of;
 use std::ptr;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use shrinker_rcu::{read_lock, ReadGuard};
 use shrinker_sync::Completion;
@@ -176,10 +176,10 @@ use crate::lifetime::{
     frames, free_after_grace_period, retire_after_grace_period, ArrayWriter, LiveRef, RcuArray,
     Urgency,
 };
-use crate::list_lru::{ListLru, ReparentError};
 use crate::registry::ids::IdTable;
+use crate::registry::pin::Gate;
 use crate::registry::pin::{self, WalkerSlot};
-use crate::registry::{pin_for_callout, ShrinkerRegistry};
+use crate::registry::walk::pin_for_callout;
 mod observers;
 
 pub use observers::GroupObserver;
@@ -841,36 +841,12 @@ fn split(id: ShrinkerId) -> (usize, usize) {
 }
 
 // ---------------------------------------------------------------------------
-// The public face, on the registry.
+// What the registry's public face delegates to (registry/group_api.rs).
 
-impl ShrinkerRegistry {
-    /// Create a memory group under `parent` (`mkdir` of a memory cgroup).
-    ///
-    /// # Blocking
-    ///
-    /// Takes the groups mutex; allocates the group's data and its empty
-    /// unit map (units come later, lazily).
-    ///
-    /// # Errors
-    ///
-    /// [`GroupError::NoSuchGroup`] if `parent` does not exist (or is being
-    /// removed); [`GroupError::TooManyGroups`] when every index was used;
-    /// [`GroupError::Alloc`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use shrinker::{GroupId, ShrinkerRegistry};
-    /// let reg = ShrinkerRegistry::builder().nodes(1).build()?;
-    /// let a = reg.create_group(GroupId::ROOT)?;
-    /// let b = reg.create_group(a)?;
-    /// assert_eq!(reg.group_parent(b)?, Some(a));
-    /// assert_eq!(reg.groups_under(a), [a, b]);
-    /// assert_eq!(reg.nr_groups(), 3);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn create_group(&self, parent: GroupId) -> Result<GroupId, GroupError> {
-        let groups = &self.inner.groups;
+impl Groups {
+    /// [`ShrinkerRegistry::create_group`](crate::ShrinkerRegistry::create_group).
+    pub(crate) fn create(&self, parent: GroupId) -> Result<GroupId, GroupError> {
+        let groups = self;
         let mut st = lock(&groups.state);
         st.live_entry(parent)?;
         if st.next == MAX_GROUPS {
@@ -907,42 +883,14 @@ impl ShrinkerRegistry {
         Ok(g)
     }
 
-    /// Remove a memory group (`rmdir` of a memory cgroup): its deferred work
-    /// moves to the parent, every [`GroupObserver`] moves its objects there,
-    /// and its index is never used again. The numbered protocol is in the
-    /// source (groups/, "Removal").
-    ///
-    /// # Blocking
-    ///
-    /// Waits until every reclaim walk of the group in progress has finished
-    /// (their shrinker callbacks included); runs the observers.
-    ///
-    /// # Errors
-    ///
-    /// [`GroupError::RootGroup`]; [`GroupError::NoSuchGroup`] if `g` does
-    /// not exist or is already being removed; [`GroupError::HasChildren`].
-    ///
-    /// # Panics
-    ///
-    /// If called inside an RCU read section, or from a shrinker callback
-    /// running in a walk of `g` (it would wait for itself).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use shrinker::{GroupError, GroupId, ShrinkerRegistry};
-    /// let reg = ShrinkerRegistry::builder().nodes(1).build()?;
-    /// let a = reg.create_group(GroupId::ROOT)?;
-    /// let b = reg.create_group(a)?;
-    /// assert!(matches!(reg.remove_group(a), Err(GroupError::HasChildren { .. })));
-    /// reg.remove_group(b)?;
-    /// reg.remove_group(a)?;
-    /// assert_eq!(reg.remove_group(a), Err(GroupError::NoSuchGroup { group: a }));
-    /// assert_eq!(reg.remove_group(GroupId::ROOT), Err(GroupError::RootGroup));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
+    /// [`ShrinkerRegistry::remove_group`](crate::ShrinkerRegistry::remove_group).
     #[track_caller]
-    pub fn remove_group(&self, g: GroupId) -> Result<(), GroupError> {
+    pub(crate) fn remove(
+        &self,
+        g: GroupId,
+        gate: &Arc<Gate>,
+        ids: &IdTable,
+    ) -> Result<(), GroupError> {
         if g == GroupId::ROOT {
             return Err(GroupError::RootGroup);
         }
@@ -953,7 +901,7 @@ impl ShrinkerRegistry {
                 g.index()
             );
         }
-        let groups = &self.inner.groups;
+        let groups = self;
         // 1. Refuse what we can without closing the gate; name the misuse
         // that would wait for itself.
         {
@@ -971,7 +919,7 @@ impl ShrinkerRegistry {
         // Close the gate: from here on walkers pin groups (and shrinkers)
         // with refcounts; one grace period if it was open (registry/pin.rs, "Light
         // group pins").
-        let gate_hold = self.inner.gate.enter();
+        let gate_hold = gate.enter();
         // 2. Unpublish (checking again: the mutex was dropped).
         let (data, parent) = {
             let mut st = lock(&groups.state);
@@ -1023,7 +971,7 @@ impl ShrinkerRegistry {
                             // Relaxed: an atomic sum; walkers swap it.
                             pu.nr_deferred[bit].fetch_add(n, Ordering::Relaxed);
                         }
-                        None => add_root_deferred(&self.inner.ids, id, node, n, &guard),
+                        None => add_root_deferred(ids, id, node, n, &guard),
                     }
                 }
             }
@@ -1058,24 +1006,17 @@ impl ShrinkerRegistry {
         Ok(())
     }
 
-    /// The parent of `g`: `None` for the root.
-    ///
-    /// # Errors
-    ///
-    /// [`GroupError::NoSuchGroup`] if `g` does not exist (or is being
-    /// removed).
-    pub fn group_parent(&self, g: GroupId) -> Result<Option<GroupId>, GroupError> {
-        let st = lock(&self.inner.groups.state);
+    /// [`ShrinkerRegistry::group_parent`](crate::ShrinkerRegistry::group_parent).
+    pub(crate) fn parent(&self, g: GroupId) -> Result<Option<GroupId>, GroupError> {
+        let st = lock(&self.state);
         let e = st.live_entry(g)?;
         Ok((g != GroupId::ROOT).then_some(e.parent))
     }
 
-    /// `g` and its descendants, parents before children (the kernel's
-    /// `mem_cgroup_iter` over a subtree, for reclaim of `g`): empty if `g`
-    /// does not exist.
+    /// [`ShrinkerRegistry::groups_under`](crate::ShrinkerRegistry::groups_under).
     #[must_use]
-    pub fn groups_under(&self, g: GroupId) -> Vec<GroupId> {
-        let st = lock(&self.inner.groups.state);
+    pub(crate) fn under(&self, g: GroupId) -> Vec<GroupId> {
+        let st = lock(&self.state);
         let mut out = Vec::new();
         if st.live_entry(g).is_err() {
             return out;
@@ -1096,31 +1037,16 @@ impl ShrinkerRegistry {
         out
     }
 
-    /// Existing groups, the root included.
+    /// [`ShrinkerRegistry::nr_groups`](crate::ShrinkerRegistry::nr_groups).
     #[must_use]
-    pub fn nr_groups(&self) -> usize {
-        lock(&self.inner.groups.state).live
+    pub(crate) fn nr_live(&self) -> usize {
+        lock(&self.state).live
     }
 
-    /// Bytes of bookkeeping group `g` costs the registry now: its data, its
-    /// unit map (`4 + nr_nodes × ⌈ids / 64 / 64⌉` words and a pointer per
-    /// installed unit), the units installed so far (520 bytes each: a 64-bit map and 64
-    /// deferred counters), its table slot and its tree entry. `None` if `g`
-    /// does not exist; the root costs its tree entry only.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use shrinker::{GroupId, ShrinkerRegistry};
-    /// let reg = ShrinkerRegistry::builder().nodes(2).build()?;
-    /// let g = reg.create_group(GroupId::ROOT)?;
-    /// let empty = reg.group_bytes(g).unwrap();
-    /// assert!(empty < 256, "{empty}");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
+    /// [`ShrinkerRegistry::group_bytes`](crate::ShrinkerRegistry::group_bytes).
     #[must_use]
-    pub fn group_bytes(&self, g: GroupId) -> Option<usize> {
-        let st = lock(&self.inner.groups.state);
+    pub(crate) fn bytes(&self, g: GroupId) -> Option<usize> {
+        let st = lock(&self.state);
         let e = st.live_entry(g).ok()?;
         let entry = size_of::<(u32, Entry)>() + e.children.capacity() * size_of::<GroupId>();
         let data = st.data(g).map_or(0, |d| d.bytes(&st));
@@ -1132,27 +1058,9 @@ impl ShrinkerRegistry {
         Some(entry + data + slot)
     }
 
-    /// Tell `observer` about every future group removal (it is called with
-    /// `(removed, parent)`); dead observers are pruned.
-    ///
-    /// A removal already past the point where it tells its observers is
-    /// reported too, before this returns: it would otherwise never tell
-    /// `observer`, and objects the new observer's owner adds to the dying
-    /// group would be stranded there (regression test
-    /// `a_list_lru_created_during_a_removal_...` in
-    /// `tests/torture_groups.rs`). Every removal reaches an observer
-    /// exactly once, and only after the removal's walks have finished (the
-    /// [`GroupObserver`] contract).
-    ///
-    /// # Blocking
-    ///
-    /// Calls `observer` for such removals, with no lock held.
-    ///
-    /// # Examples
-    ///
-    /// See [`GroupObserver`].
-    pub fn observe_groups(&self, observer: Weak<dyn GroupObserver>) {
-        let groups = &self.inner.groups;
+    /// [`ShrinkerRegistry::observe_groups`](crate::ShrinkerRegistry::observe_groups).
+    pub(crate) fn observe(&self, observer: Weak<dyn GroupObserver>) {
+        let groups = self;
         // Under the observers mutex, as removal's step 5: a removal whose
         // snapshot came before our push has marked its group `told` (and
         // missed us), one whose snapshot comes after will include us.
@@ -1177,79 +1085,21 @@ impl ShrinkerRegistry {
         }
     }
 
-    /// How many [`GroupObserver::reparent`] calls have panicked. Such a
-    /// panic is caught and reported through `tracing`; the removal it
-    /// interrupted completed.
+    /// [`ShrinkerRegistry::group_observer_panics`](crate::ShrinkerRegistry::group_observer_panics).
     #[must_use]
-    pub fn group_observer_panics(&self) -> u64 {
+    pub(crate) fn observer_panics(&self) -> u64 {
         // Relaxed: a statistic.
-        self.inner.groups.observer_panics.load(Ordering::Relaxed)
+        self.observer_panics.load(Ordering::Relaxed)
     }
 
-    /// Mark shrinker `id` as possibly having objects in (`group`, `node`)
-    /// (the kernel's `set_shrinker_bit`): the group walk calls it for the
-    /// group from now on, until its `count` says [`Count::Empty`]. A
-    /// [`ListLru`]'s notify hook calls it when a list goes from empty to
-    /// non-empty; a shrinker with its own lists must call it on each such
-    /// transition, *after* the list is non-empty.
-    ///
-    /// A no-op for the root group: root reclaim calls every shrinker.
-    ///
-    /// [`Count::Empty`]: crate::Count::Empty
-    ///
-    /// # Ordering
-    ///
-    /// Issues a `fence(SeqCst)` before setting the bit: the producer half
-    /// of the store-buffering handshake with the walk's clear-on-`Empty`
-    /// (groups/). Whatever the caller stored before the call (the list's
-    /// new count) is seen by a walk that clears the bit concurrently, or
-    /// the bit ends up set.
-    ///
-    /// # Blocking
-    ///
-    /// Lock-free, except the first time a bit of (`group`, `node`, id / 64)
-    /// is set, which takes the groups mutex to allocate the unit.
-    ///
-    /// # Errors
-    ///
-    /// [`ShrinkError::InvalidNode`]; [`ShrinkError::NoSuchGroup`] if the
-    /// group does not exist or is being removed (its objects are being moved
-    /// to the parent, which is notified then); [`ShrinkError::NoSuchShrinker`]
-    /// if `id` is beyond every group-aware shrinker built so far.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use shrinker::{Count, GroupId, Scan, Shrink, ShrinkControl, ShrinkerBuilder, ShrinkRequest, ShrinkerRegistry};
-    /// use std::sync::atomic::{AtomicUsize, Ordering};
-    /// struct Ten(AtomicUsize);
-    /// impl Shrink for Ten {
-    ///     fn count(&self, sc: &ShrinkControl) -> Count {
-    ///         self.0.fetch_add(1, Ordering::Relaxed);
-    ///         assert_ne!(sc.group(), GroupId::ROOT);
-    ///         Count::Objects(10)
-    ///     }
-    ///     fn scan(&self, sc: &mut ShrinkControl) -> Scan { Scan::Freed(sc.nr_to_scan().min(10)) }
-    /// }
-    /// let reg = ShrinkerRegistry::builder().nodes(1).build()?;
-    /// let g = reg.create_group(GroupId::ROOT)?;
-    /// let s = ShrinkerBuilder::new("ten").group_aware(true).build_in(&reg, Ten(AtomicUsize::new(0)))?.register();
-    /// let req = ShrinkRequest { group: g, priority: 0, ..Default::default() };
-    /// reg.shrink(&req)?;
-    /// assert_eq!(s.0.load(Ordering::Relaxed), 0, "bit clear: not called");
-    /// reg.set_shrinker_bit(g, 0, s.id())?;
-    /// assert_eq!(reg.shrink(&req)?, 10);
-    /// assert_eq!(s.0.load(Ordering::Relaxed), 1);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
+    /// [`ShrinkerRegistry::set_shrinker_bit`](crate::ShrinkerRegistry::set_shrinker_bit).
     #[inline]
-    pub fn set_shrinker_bit(
+    pub(crate) fn set_bit(
         &self,
         group: GroupId,
         node: usize,
         id: ShrinkerId,
     ) -> Result<(), ShrinkError> {
-        self.validate_node(node)?;
         if group == GroupId::ROOT {
             return Ok(());
         }
@@ -1257,7 +1107,7 @@ impl ShrinkerRegistry {
         // orders the caller's earlier stores (the list's count) before the
         // load and set of the bit, against the walker's clear; fence; count.
         fence(Ordering::SeqCst);
-        let groups = &self.inner.groups;
+        let groups = self;
         let (unit, bit) = split(id);
         {
             let guard = read_lock();
@@ -1280,30 +1130,33 @@ impl ShrinkerRegistry {
 
     /// The group walk (`shrink_slab_memcg`): the numbered protocol in the
     /// module documentation.
-    pub(crate) fn shrink_group(
+    pub(crate) fn shrink(
         &self,
+        ids: &IdTable,
+        gate: &Gate,
         group: GroupId,
         nid: usize,
         priority: u8,
     ) -> Result<usize, ShrinkError> {
         // `None` inside a nested walk or during thread teardown: refcount
         // pins only.
-        pin::with_walker_slot(|slot| self.shrink_group_with(slot, group, nid, priority))
+        pin::with_walker_slot(|slot| self.shrink_with(ids, gate, slot, group, nid, priority))
     }
 
     #[inline]
-    fn shrink_group_with(
+    fn shrink_with(
         &self,
+        ids: &IdTable,
+        gate: &Gate,
         slot: Option<&WalkerSlot>,
         group: GroupId,
         nid: usize,
         priority: u8,
     ) -> Result<usize, ShrinkError> {
-        let gate = &*self.inner.gate;
         // 1. Find and pin the group: lightly if the gate is open (registry/pin.rs,
         // "Light group pins"), else with its refcount.
         let guard = read_lock();
-        let Some(data) = self.inner.groups.lookup(group, &guard) else {
+        let Some(data) = self.lookup(group, &guard) else {
             return Err(ShrinkError::NoSuchGroup { group });
         };
         let data: *const GroupData = data;
@@ -1325,10 +1178,10 @@ impl ShrinkerRegistry {
         };
         let (freed, guard) = if pin.light.is_some() {
             // The slot itself marks the walk for remove_group's misuse check.
-            self.walk_units(data, slot, group, nid, priority, guard)
+            self.walk_units(ids, gate, data, slot, group, nid, priority, guard)
         } else {
             frames::with_frame(data, move || {
-                self.walk_units(data, slot, group, nid, priority, guard)
+                self.walk_units(ids, gate, data, slot, group, nid, priority, guard)
             })
         };
         // 7. Inside the read section: see `GroupData::put`.
@@ -1340,8 +1193,11 @@ impl ShrinkerRegistry {
     /// Steps 2–6 over the installed units of (`data`, `nid`); returns what
     /// was freed and the read section it ends in.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn walk_units(
         &self,
+        ids: &IdTable,
+        gate: &Gate,
         data: &GroupData,
         slot: Option<&WalkerSlot>,
         group: GroupId,
@@ -1349,7 +1205,6 @@ impl ShrinkerRegistry {
         priority: u8,
         mut guard: ReadGuard,
     ) -> (usize, ReadGuard) {
-        let gate = &*self.inner.gate;
         let mut freed = 0usize;
         let mut w = 0;
         // 2. Re-load the map each time: an expansion may have replaced it
@@ -1377,7 +1232,7 @@ impl ShrinkerRegistry {
                     let m = 1u64 << bit;
                     let id = (u * BITS_PER_UNIT + bit) as u32;
                     // 3.
-                    let p = self.inner.ids.lookup(id, &guard);
+                    let p = ids.lookup(id, &guard);
                     // SAFETY: a node found in the id table is live until
                     // `guard` ends (registry/ids.rs).
                     let node = unsafe { p.as_ref() };
@@ -1407,7 +1262,7 @@ impl ShrinkerRegistry {
                     drop(guard);
                     let deferred_unit = match deferred_unit {
                         Some(u) => u,
-                        None => self.inner.groups.install_pinned(data, 0, u),
+                        None => self.install_pinned(data, 0, u),
                     };
                     let deferred = &deferred_unit.nr_deferred[bit];
                     let light = pinned.is_light();
@@ -1456,26 +1311,13 @@ fn add_root_deferred(ids: &IdTable, id: u32, node: usize, n: usize, guard: &Read
     }
 }
 
-impl<T: Send> GroupObserver for ListLru<T> {
-    /// [`ListLru::reparent`]; a group already reparented (by hand, before
-    /// the removal) is fine.
-    fn reparent(&self, from: GroupId, to: GroupId) {
-        match ListLru::reparent(self, from, to) {
-            Ok(()) | Err(ReparentError::AlreadyReparented { .. }) => {}
-            Err(e) => tracing::warn!(target: "shrinker", "reparenting a ListLru failed: {e}"),
-        }
-    }
-}
-
 #[cfg(test)]
-impl ShrinkerRegistry {
+impl Groups {
     /// Is the bit of `id` set in (`g`, `node`)? (Tests.)
     pub(crate) fn test_bit(&self, g: GroupId, node: usize, id: ShrinkerId) -> bool {
         let guard = read_lock();
         let (unit, bit) = split(id);
-        self.inner
-            .groups
-            .lookup(g, &guard)
+        self.lookup(g, &guard)
             .and_then(|d| d.map(&guard).unit(node, unit))
             // Relaxed: a test's snapshot of one bit; nothing read through it.
             .is_some_and(|u| u.map.load(Ordering::Relaxed) & (1 << bit) != 0)
@@ -1485,9 +1327,7 @@ impl ShrinkerRegistry {
     pub(crate) fn test_deferred(&self, g: GroupId, node: usize, id: ShrinkerId) -> usize {
         let guard = read_lock();
         let (unit, bit) = split(id);
-        self.inner
-            .groups
-            .lookup(g, &guard)
+        self.lookup(g, &guard)
             .and_then(|d| d.map(&guard).unit(node, unit))
             // Relaxed: deferred counts are Relaxed throughout (engine/).
             .map_or(0, |u| u.nr_deferred[bit].load(Ordering::Relaxed))
@@ -1497,7 +1337,7 @@ impl ShrinkerRegistry {
     /// the unit as a bit set would. (Tests.)
     pub(crate) fn test_add_deferred(&self, g: GroupId, node: usize, id: ShrinkerId, n: usize) {
         let (unit, bit) = split(id);
-        let groups = &self.inner.groups;
+        let groups = self;
         {
             let guard = read_lock();
             let d = groups.lookup(g, &guard).expect("group exists");
@@ -1515,651 +1355,4 @@ impl ShrinkerRegistry {
 }
 
 #[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-    use crate::{Count, Registered, Scan, Shrink, ShrinkControl, ShrinkRequest, ShrinkerBuilder};
-    use std::sync::atomic::AtomicBool;
-    use std::sync::{Arc, Mutex as StdMutex, OnceLock};
-
-    /// A group-aware-or-not shrinker whose object count is set by hand, and
-    /// which records every (node, group) it is asked about.
-    #[derive(Default)]
-    struct Probe {
-        objects: std::sync::atomic::AtomicUsize,
-        /// Counts to return first, before `objects` (for scripted races).
-        script: StdMutex<Vec<Count>>,
-        seen: StdMutex<Vec<(usize, GroupId)>>,
-        /// Report no objects as `Objects(0)` (keeps its bits), not `Empty`.
-        zero_not_empty: AtomicBool,
-    }
-
-    impl Shrink for Probe {
-        fn count(&self, sc: &ShrinkControl) -> Count {
-            self.seen.lock().unwrap().push((sc.node(), sc.group()));
-            if let Some(c) = self.script.lock().unwrap().pop() {
-                return c;
-            }
-            match self.objects.load(Ordering::Relaxed) {
-                0 if self.zero_not_empty.load(Ordering::Relaxed) => Count::Objects(0),
-                0 => Count::Empty,
-                n => Count::Objects(n),
-            }
-        }
-        fn scan(&self, sc: &mut ShrinkControl) -> Scan {
-            let n = sc.nr_to_scan().min(self.objects.load(Ordering::Relaxed));
-            self.objects.fetch_sub(n, Ordering::Relaxed);
-            Scan::Freed(n)
-        }
-    }
-
-    fn registry(nodes: usize) -> ShrinkerRegistry {
-        ShrinkerRegistry::builder().nodes(nodes).build().unwrap()
-    }
-
-    fn probe(reg: &ShrinkerRegistry, name: &str, group_aware: bool, n: usize) -> Registered<Probe> {
-        ShrinkerBuilder::new(name)
-            .group_aware(group_aware)
-            .numa_aware(true)
-            .build_in(
-                reg,
-                Probe {
-                    objects: n.into(),
-                    ..Probe::default()
-                },
-            )
-            .unwrap()
-            .register()
-    }
-
-    fn req(group: GroupId, node: usize, priority: u8) -> ShrinkRequest {
-        ShrinkRequest {
-            node,
-            priority,
-            group,
-        }
-    }
-
-    /// Item: a NUMA-unaware shrinker's deferred work of a group lives on
-    /// node 0 only, whichever node the walk is for (Linux 6.7: `nid = 0`
-    /// before `xchg_nr_deferred_memcg`); a NUMA-aware one keeps it per
-    /// node. Checked node by node against the kernel's arithmetic, over a
-    /// sequence of requests on both nodes. The batch is larger than the
-    /// cache, so nothing is scanned and every request only defers work:
-    /// `next = min(nr + delta, 2 * freeable)` with `total_scan` below both
-    /// `batch` and `freeable`.
-    #[test]
-    fn group_deferred_work_of_numa_unaware_shrinker_stays_on_node_0() {
-        const FREEABLE: usize = 1000;
-        for numa_aware in [false, true] {
-            let reg = registry(2);
-            let g = reg.create_group(GroupId::ROOT).unwrap();
-            let s = ShrinkerBuilder::new("defer-only")
-                .group_aware(true)
-                .numa_aware(numa_aware)
-                .batch(4096)
-                .build_in(
-                    &reg,
-                    Probe {
-                        objects: FREEABLE.into(),
-                        zero_not_empty: AtomicBool::new(true),
-                        ..Probe::default()
-                    },
-                )
-                .unwrap()
-                .register();
-            s.set_bit(g, 0).unwrap();
-            s.set_bit(g, 1).unwrap();
-            // The kernel's model: one counter per node for a NUMA-aware
-            // shrinker, node 0's only for the others.
-            let mut model = [0usize; 2];
-            for (step, (node, priority)) in [(1, 2), (1, 3), (0, 2), (1, 4), (0, 6), (1, 2)]
-                .into_iter()
-                .enumerate()
-            {
-                reg.shrink(&req(g, node, priority)).unwrap();
-                let nid = if numa_aware { node } else { 0 };
-                let nr = model[nid];
-                let delta = crate::engine::delta(FREEABLE, u32::from(priority), 2);
-                let total_scan = (nr >> priority) + delta;
-                assert!(
-                    total_scan < FREEABLE,
-                    "nothing scanned (and the batch is larger)"
-                );
-                model[nid] = (nr + delta).min(2 * FREEABLE);
-                for (n, &want) in model.iter().enumerate() {
-                    assert_eq!(
-                        reg.test_deferred(g, n, s.id()),
-                        want,
-                        "numa_aware {numa_aware}, step {step}: deferred on node {n}"
-                    );
-                }
-            }
-            assert_eq!(
-                s.stats().deferred,
-                0,
-                "a group's deferred work is not the root's"
-            );
-            // Every count of a NUMA-unaware shrinker is told node 0.
-            let seen = s.seen.lock().unwrap().clone();
-            assert!(seen
-                .iter()
-                .all(|&(n, grp)| grp == g && (numa_aware || n == 0)));
-        }
-    }
-
-    #[test]
-    fn tree_create_remove_parent_descendants_and_errors() {
-        let reg = registry(1);
-        let root = GroupId::ROOT;
-        assert_eq!(reg.nr_groups(), 1);
-        assert_eq!(reg.group_parent(root), Ok(None));
-        let a = reg.create_group(root).unwrap();
-        let b = reg.create_group(a).unwrap();
-        let c = reg.create_group(a).unwrap();
-        let d = reg.create_group(b).unwrap();
-        assert_eq!(reg.nr_groups(), 5);
-        assert_eq!(reg.group_parent(d), Ok(Some(b)));
-        assert_eq!(reg.groups_under(a), [a, b, d, c]);
-        assert_eq!(reg.groups_under(root), [root, a, b, d, c]);
-        assert_eq!(reg.remove_group(root), Err(GroupError::RootGroup));
-        assert_eq!(
-            reg.remove_group(a),
-            Err(GroupError::HasChildren {
-                group: a,
-                children: 2
-            })
-        );
-        reg.remove_group(d).unwrap();
-        reg.remove_group(b).unwrap();
-        assert_eq!(reg.groups_under(a), [a, c]);
-        assert_eq!(
-            reg.remove_group(b),
-            Err(GroupError::NoSuchGroup { group: b })
-        );
-        assert_eq!(
-            reg.group_parent(b),
-            Err(GroupError::NoSuchGroup { group: b })
-        );
-        assert_eq!(
-            reg.create_group(b),
-            Err(GroupError::NoSuchGroup { group: b })
-        );
-        assert!(reg.groups_under(b).is_empty());
-        assert_eq!(reg.group_bytes(b), None);
-        // Indices are not recycled.
-        let e = reg.create_group(root).unwrap();
-        assert_eq!(e.index(), 5);
-        assert_eq!(reg.nr_groups(), 4);
-        assert_eq!(
-            reg.shrink(&req(b, 0, 0)),
-            Err(ShrinkError::NoSuchGroup { group: b })
-        );
-        assert_eq!(
-            reg.set_shrinker_bit(b, 0, ShrinkerId(0)),
-            Err(ShrinkError::NoSuchGroup { group: b })
-        );
-        assert_eq!(
-            reg.set_shrinker_bit(e, 3, ShrinkerId(0)),
-            Err(ShrinkError::InvalidNode {
-                node: 3,
-                nr_nodes: 1
-            })
-        );
-    }
-
-    #[test]
-    fn group_shrink_calls_exactly_the_set_bit_with_group_and_node() {
-        let reg = registry(2);
-        let g = reg.create_group(GroupId::ROOT).unwrap();
-        let a = probe(&reg, "a", true, 100);
-        let b = probe(&reg, "b", true, 100);
-        assert_eq!(
-            reg.shrink(&req(g, 1, 0)),
-            Ok(0),
-            "no bit set: nobody called"
-        );
-        a.set_bit(g, 1).unwrap();
-        assert!(reg.test_bit(g, 1, a.id()) && !reg.test_bit(g, 0, a.id()));
-        assert_eq!(reg.shrink(&req(g, 0, 0)), Ok(0));
-        assert_eq!(reg.shrink(&req(g, 1, 0)), Ok(100));
-        assert_eq!(*a.seen.lock().unwrap(), [(1, g)]);
-        assert!(b.seen.lock().unwrap().is_empty());
-        // The root walk still calls both, with the root group.
-        b.objects.store(0, Ordering::Relaxed);
-        let _ = reg.shrink(&req(GroupId::ROOT, 0, 0)).unwrap();
-        assert_eq!(b.seen.lock().unwrap().as_slice(), [(0, GroupId::ROOT)]);
-    }
-
-    #[test]
-    fn empty_clears_the_bit_and_repopulation_sets_it_again() {
-        let reg = registry(1);
-        let g = reg.create_group(GroupId::ROOT).unwrap();
-        let s = probe(&reg, "s", true, 0);
-        s.set_bit(g, 0).unwrap();
-        // Empty twice (the handshake's re-count too): the bit goes.
-        assert_eq!(reg.shrink(&req(g, 0, 0)), Ok(0));
-        assert_eq!(s.seen.lock().unwrap().len(), 2);
-        assert!(!reg.test_bit(g, 0, s.id()));
-        assert_eq!(reg.shrink(&req(g, 0, 0)), Ok(0));
-        assert_eq!(s.seen.lock().unwrap().len(), 2, "bit clear: not called");
-        // Populated again between the Empty and the re-count (a producer
-        // racing the clear): the walk sets the bit back.
-        s.set_bit(g, 0).unwrap();
-        s.script
-            .lock()
-            .unwrap()
-            .extend([Count::Objects(0), Count::Empty]);
-        assert_eq!(reg.shrink(&req(g, 0, 0)), Ok(0));
-        assert!(reg.test_bit(g, 0, s.id()), "re-count saw objects: bit back");
-        // And populated again later: a producer sets it, the walk finds it.
-        s.objects.store(10, Ordering::Relaxed);
-        s.set_bit(g, 0).unwrap();
-        assert_eq!(reg.shrink(&req(g, 0, 0)), Ok(10));
-    }
-
-    #[test]
-    fn non_group_aware_shrinker_is_never_called_for_a_group() {
-        let reg = registry(1);
-        let g = reg.create_group(GroupId::ROOT).unwrap();
-        let flat = probe(&reg, "flat", false, 100);
-        let aware = probe(&reg, "aware", true, 100);
-        // The flat shrinker's id is covered by the aware one's unit: its bit
-        // can be set by mistake, and the walk clears it without a call.
-        assert_eq!(flat.set_bit(g, 0), Ok(()));
-        aware.set_bit(g, 0).unwrap();
-        assert_eq!(reg.shrink(&req(g, 0, 0)), Ok(100));
-        assert!(flat.seen.lock().unwrap().is_empty());
-        assert!(!reg.test_bit(g, 0, flat.id()));
-        // Root reclaim calls it.
-        assert_eq!(reg.shrink(&req(GroupId::ROOT, 0, 0)), Ok(100));
-        // An id beyond every group-aware shrinker is refused.
-        let late = probe(&reg, "late", false, 1);
-        assert!(late.id().index() < 64, "same unit: allowed");
-        let reg2 = registry(1);
-        let g2 = reg2.create_group(GroupId::ROOT).unwrap();
-        let only_flat = probe(&reg2, "f", false, 1);
-        assert_eq!(
-            only_flat.set_bit(g2, 0),
-            Err(ShrinkError::NoSuchShrinker { id: only_flat.id() })
-        );
-    }
-
-    #[test]
-    fn a_removed_group_cannot_be_shrunk() {
-        let reg = registry(1);
-        let g = reg.create_group(GroupId::ROOT).unwrap();
-        let s = probe(&reg, "s", true, 10);
-        s.set_bit(g, 0).unwrap();
-        reg.remove_group(g).unwrap();
-        assert_eq!(
-            reg.shrink(&req(g, 0, 0)),
-            Err(ShrinkError::NoSuchGroup { group: g })
-        );
-        assert!(s.seen.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn expansion_loses_no_bit_and_moves_no_deferred_count() {
-        let n = if cfg!(miri) { 70 } else { 300 };
-        let reg = registry(2);
-        let g = reg.create_group(GroupId::ROOT).unwrap();
-        let h = reg.create_group(g).unwrap();
-        let steady = |name: &str| {
-            let s = probe(&reg, name, true, 0);
-            s.zero_not_empty.store(true, Ordering::Relaxed);
-            s
-        };
-        // Two group-aware shrinkers exist before the race (unit 0).
-        let early: Vec<_> = (0..2).map(|i| steady(&format!("e{i}"))).collect();
-        let base = early[1].id().index() + 1;
-        // Late shrinkers registered so far (their ids are base, base + 1, ...:
-        // lowest free first).
-        let published = std::sync::atomic::AtomicU32::new(0);
-        let stop = AtomicBool::new(false);
-        /// Stops the spinning threads even if the main thread panics (else
-        /// the scope would wait for them forever).
-        struct StopOnDrop<'a>(&'a AtomicBool);
-        impl Drop for StopOnDrop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
-        let (late, set, added) = std::thread::scope(|scope| {
-            let stopper = StopOnDrop(&stop);
-            // Sets bits and adds deferred work on every registered id, while
-            // expansions replace the unit maps.
-            let setter = scope.spawn(|| {
-                let mut set = std::collections::HashSet::new();
-                let mut added = 0usize;
-                let mut k = 0u32;
-                while !stop.load(Ordering::Relaxed) || k < 8 {
-                    let ids = base + published.load(Ordering::Acquire);
-                    let id = ShrinkerId(k.wrapping_mul(2_654_435_761) % ids);
-                    let (grp, node) = ([g, h][(k % 2) as usize], ((k / 2) % 2) as usize);
-                    reg.set_shrinker_bit(grp, node, id).unwrap();
-                    reg.test_add_deferred(grp, node, id, 1);
-                    set.insert((grp, node, id));
-                    added += 1;
-                    k += 1;
-                }
-                (set, added)
-            });
-            // A walker too: counts of 0 (not Empty) take no deferred work
-            // and keep the bits.
-            scope.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    for grp in [g, h] {
-                        let _ = reg.shrink(&req(grp, 1, 0)).unwrap();
-                    }
-                }
-            });
-            let late: Vec<_> = (0..n)
-                .map(|i| {
-                    let s = steady(&format!("l{i}"));
-                    assert_eq!(s.id().index(), base + i);
-                    // Release: pairs with the setter's Acquire.
-                    published.store(i + 1, Ordering::Release);
-                    s
-                })
-                .collect();
-            drop(stopper);
-            let (set, added) = setter.join().unwrap();
-            (late, set, added)
-        });
-        let mut sum = 0;
-        for &(grp, node, id) in &set {
-            assert!(reg.test_bit(grp, node, id), "{grp:?} {node} {id}");
-        }
-        for grp in [g, h] {
-            for node in 0..2 {
-                for id in 0..base + n {
-                    sum += reg.test_deferred(grp, node, ShrinkerId(id));
-                }
-            }
-        }
-        assert_eq!(sum, added, "every deferred count is where it was added");
-        // A later walk finds every set bit.
-        let all: Vec<_> = early.iter().chain(&late).collect();
-        for s in &all {
-            s.seen.lock().unwrap().clear();
-        }
-        for grp in [g, h] {
-            for node in 0..2 {
-                let _ = reg.shrink(&req(grp, node, 0)).unwrap();
-            }
-        }
-        for &(grp, node, id) in &set {
-            let s = all.iter().find(|s| s.id() == id).unwrap();
-            assert!(s.seen.lock().unwrap().contains(&(node, grp)));
-        }
-    }
-
-    #[test]
-    fn removal_reparents_deferred_work_and_list_items_exactly() {
-        let reg = registry(2);
-        let g1 = reg.create_group(GroupId::ROOT).unwrap();
-        let g2 = reg.create_group(g1).unwrap();
-        let id_cell: Arc<OnceLock<ShrinkerId>> = Arc::default();
-        let lru = {
-            let (reg, id) = (reg.clone(), id_cell.clone());
-            Arc::new(ListLru::with_notify(2, move |node, group| {
-                if let Some(&id) = id.get() {
-                    let _ = reg.set_shrinker_bit(group, node, id);
-                }
-            }))
-        };
-        let weak: Weak<ListLru<u32>> = Arc::downgrade(&lru);
-        reg.observe_groups(weak);
-        struct Lru(Arc<ListLru<u32>>);
-        impl Shrink for Lru {
-            fn count(&self, sc: &ShrinkControl) -> Count {
-                match self.0.count(sc.node(), sc.group()) {
-                    0 => Count::Empty,
-                    n => Count::Objects(n),
-                }
-            }
-            fn scan(&self, _: &mut ShrinkControl) -> Scan {
-                Scan::Stop
-            }
-        }
-        let s = ShrinkerBuilder::new("lru")
-            .group_aware(true)
-            .numa_aware(true)
-            .build_in(&reg, Lru(lru.clone()))
-            .unwrap()
-            .register();
-        id_cell.set(s.id()).unwrap();
-        for v in 0..100 {
-            lru.add((v % 2) as usize, g2, v);
-        }
-        for v in 0..40 {
-            lru.add(0, g1, v);
-        }
-        assert!(reg.test_bit(g2, 0, s.id()) && reg.test_bit(g2, 1, s.id()));
-        // Priority 2, 50 objects: delta 25 each pass, under a batch: all
-        // deferred (nr >> 2 stays small).
-        for _ in 0..3 {
-            for node in 0..2 {
-                reg.shrink(&req(g2, node, 2)).unwrap();
-            }
-            reg.shrink(&req(g1, 0, 2)).unwrap();
-        }
-        let d = |g, node| reg.test_deferred(g, node, s.id());
-        let (d2, d1) = ([d(g2, 0), d(g2, 1)], [d(g1, 0), d(g1, 1)]);
-        assert!(d2[0] > 0 && d2[1] > 0 && d1[0] > 0, "{d2:?} {d1:?}");
-        assert_eq!(s.stats().deferred, 0, "group work is not root work");
-        reg.remove_group(g2).unwrap();
-        assert_eq!([d(g1, 0), d(g1, 1)], [d1[0] + d2[0], d1[1] + d2[1]]);
-        assert_eq!(lru.count(0, g1), 90);
-        assert_eq!(lru.count(1, g1), 50);
-        assert!(
-            reg.test_bit(g1, 1, s.id()),
-            "node 1 of g1 was populated by the move"
-        );
-        reg.remove_group(g1).unwrap();
-        assert_eq!(
-            s.stats().deferred as usize,
-            d1[0] + d2[0] + d1[1] + d2[1],
-            "root work lives in the shrinker"
-        );
-        assert_eq!(lru.count(0, GroupId::ROOT), 90);
-        assert_eq!(lru.count(1, GroupId::ROOT), 50);
-    }
-
-    #[test]
-    fn remove_from_a_callback_of_its_own_walk_panics_naming_the_misuse() {
-        struct Remover(ShrinkerRegistry, OnceLock<GroupId>);
-        impl Shrink for Remover {
-            fn count(&self, _: &ShrinkControl) -> Count {
-                let _ = self.0.remove_group(*self.1.get().unwrap());
-                Count::Objects(1)
-            }
-            fn scan(&self, _: &mut ShrinkControl) -> Scan {
-                Scan::Stop
-            }
-        }
-        let reg = registry(1);
-        let g = reg.create_group(GroupId::ROOT).unwrap();
-        let s = ShrinkerBuilder::new("remover")
-            .group_aware(true)
-            .build_in(&reg, Remover(reg.clone(), OnceLock::from(g)))
-            .unwrap()
-            .register();
-        s.set_bit(g, 0).unwrap();
-        let _ = reg.shrink(&req(g, 0, 0)).unwrap();
-        assert_eq!(s.stats().panics, 1);
-        assert_eq!(reg.group_parent(g), Ok(Some(GroupId::ROOT)), "still there");
-        reg.remove_group(g).unwrap();
-    }
-
-    /// A group-aware shrinker that reports its group's pin count from
-    /// inside `count`, then blocks until told to go on.
-    struct GroupBlocker {
-        data: *const GroupData,
-        entered: StdMutex<std::sync::mpsc::Sender<i32>>,
-        go: StdMutex<std::sync::mpsc::Receiver<()>>,
-    }
-
-    // SAFETY: `data` is only read (the group's refcount) while the group is
-    // pinned by the walk that calls us.
-    unsafe impl Send for GroupBlocker {}
-    // SAFETY: as above.
-    unsafe impl Sync for GroupBlocker {}
-
-    impl Shrink for GroupBlocker {
-        fn count(&self, _: &ShrinkControl) -> Count {
-            // SAFETY: the walk calling us pins the group.
-            let rc = unsafe { (*self.data).refs.read() };
-            self.entered.lock().unwrap().send(rc).unwrap();
-            self.go.lock().unwrap().recv().unwrap();
-            Count::Objects(100)
-        }
-        fn scan(&self, _: &mut ShrinkControl) -> Scan {
-            Scan::Stop
-        }
-    }
-
-    /// `remove_group` must wait for a walk of the group that is inside a
-    /// callback, whichever pin the walk took, and then reparent the
-    /// deferred work that walk added.
-    fn blocked_walk_then_remove_group(close_gate_first: bool) {
-        let reg = registry(1);
-        let gate = Arc::clone(&reg.inner.gate);
-        let hold = if close_gate_first {
-            // Hold the gate closed, as a removal in progress would (see
-            // registry/mod.rs's `blocked_walk_then_unregister`).
-            Some(gate.enter())
-        } else {
-            assert!(gate.open_now(), "a new registry's gate is open");
-            None
-        };
-        let g = reg.create_group(GroupId::ROOT).unwrap();
-        let data: *const GroupData = reg.inner.groups.lookup(g, &read_lock()).unwrap();
-        let (entered_tx, entered) = std::sync::mpsc::channel();
-        let (go, go_rx) = std::sync::mpsc::channel();
-        let s = ShrinkerBuilder::new("blocker")
-            .group_aware(true)
-            .build_in(
-                &reg,
-                GroupBlocker {
-                    data,
-                    entered: StdMutex::new(entered_tx),
-                    go: StdMutex::new(go_rx),
-                },
-            )
-            .unwrap()
-            .register();
-        s.set_bit(g, 0).unwrap();
-        let done = AtomicBool::new(false);
-        std::thread::scope(|scope| {
-            // Priority 2: 100 objects, seeks 2 → defers 50, scans none.
-            scope.spawn(|| reg.shrink(&req(g, 0, 2)).unwrap());
-            let rc = entered.recv().unwrap();
-            // A light pin leaves the group's count at its initial reference.
-            assert_eq!(rc, if close_gate_first { 2 } else { 1 });
-            scope.spawn(|| {
-                reg.remove_group(g).unwrap();
-                done.store(true, Ordering::SeqCst);
-            });
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            assert!(
-                !done.load(Ordering::SeqCst),
-                "remove_group returned while a walk of the group was inside a callback"
-            );
-            go.send(()).unwrap();
-        });
-        assert!(done.load(Ordering::SeqCst));
-        assert_eq!(
-            s.stats().deferred,
-            50,
-            "the walk's deferred work reached the root"
-        );
-        drop(hold);
-    }
-
-    #[test]
-    #[cfg_attr(miri, ignore)] // sleeps; Miri runs the light path in other tests
-    fn remove_group_waits_for_a_light_pinned_walk() {
-        blocked_walk_then_remove_group(false);
-    }
-
-    #[test]
-    #[cfg_attr(miri, ignore)] // as above
-    fn remove_group_waits_for_a_refcount_pinned_walk() {
-        blocked_walk_then_remove_group(true);
-    }
-
-    /// Every observer hears of a removal exactly once, including one that
-    /// starts observing while the removal is telling its observers (here:
-    /// from inside another observer's `reparent`).
-    #[test]
-    fn observers_hear_of_each_removal_exactly_once() {
-        #[derive(Default)]
-        struct Counting(StdMutex<Vec<(GroupId, GroupId)>>);
-        impl GroupObserver for Counting {
-            fn reparent(&self, from: GroupId, to: GroupId) {
-                self.0.lock().unwrap().push((from, to));
-            }
-        }
-        struct Recruiter {
-            reg: ShrinkerRegistry,
-            late: Arc<Counting>,
-        }
-        impl GroupObserver for Recruiter {
-            fn reparent(&self, _: GroupId, _: GroupId) {
-                let late: Arc<dyn GroupObserver> = self.late.clone();
-                self.reg.observe_groups(Arc::downgrade(&late));
-            }
-        }
-        let reg = registry(1);
-        let early = Arc::new(Counting::default());
-        let late = Arc::new(Counting::default());
-        let recruiter = Arc::new(Recruiter {
-            reg: reg.clone(),
-            late: Arc::clone(&late),
-        });
-        let e: Arc<dyn GroupObserver> = early.clone();
-        let r: Arc<dyn GroupObserver> = recruiter.clone();
-        reg.observe_groups(Arc::downgrade(&e));
-        reg.observe_groups(Arc::downgrade(&r));
-        let a = reg.create_group(GroupId::ROOT).unwrap();
-        let b = reg.create_group(a).unwrap();
-        reg.remove_group(b).unwrap();
-        assert_eq!(*early.0.lock().unwrap(), [(b, a)]);
-        assert_eq!(*late.0.lock().unwrap(), [(b, a)], "told by observe_groups");
-        // `late` is now a plain observer; the recruiter goes (it would
-        // register `late` a second time, which would then hear twice).
-        drop((recruiter, r));
-        reg.remove_group(a).unwrap();
-        assert_eq!(*early.0.lock().unwrap(), [(b, a), (a, GroupId::ROOT)]);
-        assert_eq!(
-            *late.0.lock().unwrap(),
-            [(b, a), (a, GroupId::ROOT)],
-            "once per removal"
-        );
-    }
-
-    #[test]
-    fn group_bytes_follow_units() {
-        let reg = registry(2);
-        let g = reg.create_group(GroupId::ROOT).unwrap();
-        let empty = reg.group_bytes(g).unwrap();
-        let s = probe(&reg, "s", true, 0);
-        let one_unit = reg.group_bytes(g).unwrap();
-        eprintln!(
-            "empty group, 2 nodes: {empty} B with no group-aware shrinker, {one_unit} B with 1-64"
-        );
-        assert_eq!(
-            one_unit,
-            empty + 2 * size_of::<u64>(),
-            "a summary word per node, no unit pointer until a unit is installed"
-        );
-        s.set_bit(g, 1).unwrap();
-        assert_eq!(
-            reg.group_bytes(g).unwrap(),
-            one_unit + size_of::<*mut Unit>() + size_of::<Unit>(),
-            "one unit and its pointer"
-        );
-        assert_eq!(size_of::<Unit>(), 520);
-    }
-}
+mod tests;

@@ -122,6 +122,7 @@ use std::ptr;
 use shrinker_rcu::ReadGuard;
 
 use crate::group_id::GroupId;
+use crate::groups::GroupObserver;
 use crate::lifetime::{ArrayWriter, RcuArray};
 use crate::sync::{self, AtomicPtr, Mutex, MutexGuard, Ordering};
 use one::{Inner, ListOne, Slot};
@@ -242,6 +243,17 @@ pub enum ReparentError {
         /// Where its items went.
         into: GroupId,
     },
+}
+
+impl<T: Send> GroupObserver for ListLru<T> {
+    /// [`ListLru::reparent`]; a group already reparented (by hand, before
+    /// the removal) is fine.
+    fn reparent(&self, from: GroupId, to: GroupId) {
+        match ListLru::reparent(self, from, to) {
+            Ok(()) | Err(ReparentError::AlreadyReparented { .. }) => {}
+            Err(e) => tracing::warn!(target: "shrinker", "reparenting a ListLru failed: {e}"),
+        }
+    }
 }
 
 /// A key's slot and the list that owns it, locked: (list, its lock, slot).

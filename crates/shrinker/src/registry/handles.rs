@@ -49,7 +49,8 @@ use std::ptr::NonNull;
 
 use super::object::ShrinkerObject;
 use super::pin;
-use super::{inside_callback_of, ShrinkerRegistry};
+use super::walk::inside_callback_of;
+use super::ShrinkerRegistry;
 use crate::engine::NrDeferred;
 use crate::engine::{DEFAULT_SEEKS, SHRINK_BATCH};
 use crate::error::BuildError;

@@ -116,14 +116,14 @@ use std::ptr;
 use std::sync::Arc;
 
 use super::object::ShrinkerObject;
-use crate::groups::GroupData;
 use crate::sync::{lock, AtomicBool, AtomicPtr, Mutex, Ordering};
 
 // ---------------------------------------------------------------------------
 // Walker slots
 
 /// One thread's light pins: the shrinker it is calling out to, and the
-/// memory group it is walking; null when none.
+/// memory group it is walking (the address of its data, erased: groups sit
+/// above the registry's internals); null when none.
 ///
 /// Aligned to a cache line: only its thread writes it, and unregister and
 /// group removal read it rarely, so it must not share a line with anything
@@ -131,7 +131,7 @@ use crate::sync::{lock, AtomicBool, AtomicPtr, Mutex, Ordering};
 #[repr(align(64))]
 pub(crate) struct WalkerSlot {
     pinned: AtomicPtr<ShrinkerObject>,
-    group: AtomicPtr<GroupData>,
+    group: AtomicPtr<()>,
 }
 
 impl WalkerSlot {
@@ -172,10 +172,11 @@ impl WalkerSlot {
     /// inside a read section that found the group published and observed
     /// the gate open ("Light group pins" in the module doc).
     #[inline]
-    pub(crate) fn pin_group(&self, group: *const GroupData) {
+    pub(crate) fn pin_group<G>(&self, group: *const G) {
         // Relaxed: as `pin`: ordered before removal's scan by the read
         // section and the grace period of `Gate::enter`.
-        self.group.store(group.cast_mut(), Ordering::Relaxed);
+        self.group
+            .store(group.cast::<()>().cast_mut(), Ordering::Relaxed);
     }
 
     /// Group walk step 7: drop the group's light pin, inside a read
@@ -262,9 +263,9 @@ pub(crate) fn holds_light_pin(node: *const ShrinkerObject) -> bool {
 
 /// Does this thread hold a light pin on `group` (is a walk of it running
 /// on this thread)? For `remove_group`'s misuse check.
-pub(crate) fn holds_light_group_pin(group: *const GroupData) -> bool {
+pub(crate) fn holds_light_group_pin<G>(group: *const G) -> bool {
     // Relaxed: this thread's own slot.
-    MINE.try_with(|r| ptr::eq(r.0.group.load(Ordering::Relaxed), group))
+    MINE.try_with(|r| ptr::eq(r.0.group.load(Ordering::Relaxed), group.cast()))
         .unwrap_or(false)
 }
 
@@ -276,8 +277,8 @@ pub(crate) fn wait_for_light_pins(node: *const ShrinkerObject) {
 
 /// Group removal step 2: wait until no walker holds a light pin on
 /// `group`. The caller has entered the gate.
-pub(crate) fn wait_for_light_group_pins(group: *const GroupData) {
-    wait_until_released(|s| &s.group, group);
+pub(crate) fn wait_for_light_group_pins<G>(group: *const G) {
+    wait_until_released(|s| &s.group, group.cast());
 }
 
 /// Wait while any slot's `field` holds `target`.

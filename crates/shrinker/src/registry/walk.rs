@@ -1,0 +1,256 @@
+//! The global walk (`shrink_slab`, the numbered protocol in mod.rs), and
+//! what it shares with the group walk (`groups/walk.rs`): the pin of one
+//! callout ([`CalloutPin`], [`pin_for_callout`]), and the misuse checks
+//! that refuse to call out from inside an RCU read section or to
+//! unregister from inside a callback.
+
+use std::ptr::NonNull;
+
+use shrinker_rcu::{read_lock, ReadGuard};
+
+use super::ids::IdTable;
+use super::object::ShrinkerObject;
+use super::pin::{self, Gate, WalkerSlot};
+use crate::error::ShrinkError;
+use crate::group_id::GroupId;
+use crate::info::ShrinkerId;
+use crate::lifetime::frames;
+use crate::sync::{fence, AtomicPtr, Ordering};
+
+/// The walk: the numbered protocol in the module documentation, with a
+/// light pin instead of the refcount while the gate is open (registry/pin.rs).
+pub(crate) fn shrink_global(
+    head: &AtomicPtr<ShrinkerObject>,
+    gate: &Gate,
+    nid: usize,
+    priority: u8,
+) -> usize {
+    // `None` inside a nested walk or during thread teardown: refcount
+    // pins only.
+    pin::with_walker_slot(|slot| shrink_global_with(head, gate, slot, nid, priority))
+}
+
+#[inline]
+fn shrink_global_with(
+    head: &AtomicPtr<ShrinkerObject>,
+    gate: &Gate,
+    slot: Option<&WalkerSlot>,
+    nid: usize,
+    priority: u8,
+) -> usize {
+    let mut freed = 0usize;
+    // 1.
+    let mut guard = read_lock();
+    // Acquire: pairs with the Release link stores in `link`/`unlink` (mod.rs).
+    let mut p = head.load(Ordering::Acquire);
+    while !p.is_null() {
+        // SAFETY: `p` was read (Acquire) from the head or from the `next`
+        // of a node we stood on inside the current read section; nodes
+        // are freed only after a grace period that began after their
+        // unlink, so it is live until `guard` ends (module doc, registry/object.rs).
+        let node = unsafe { &*p };
+        #[cfg(loom)]
+        assert!(
+            !node.freed.load(Ordering::SeqCst),
+            "walker reached a freed shrinker"
+        );
+        // 2. Pin: lightly if the gate is open (registry/pin.rs, walker steps 1-2),
+        // else with the refcount. On failure (not registered yet, or
+        // being unregistered) step over it, still inside the section.
+        let Some(pin) = pin_for_callout(node, slot, gate) else {
+            // Acquire: pairs with the Release link stores.
+            p = node.next.load(Ordering::Acquire);
+            continue;
+        };
+        // Warm the successor's line while the callbacks run: the walk is
+        // a chain of dependent loads, and a list of thousands of shrinkers
+        // does not fit in the L1/L2 cache. A prefetch never faults, and
+        // the pointer is not used: `next` is read again at step 6.
+        // Relaxed: a hint only.
+        prefetch(node.next.load(Ordering::Relaxed));
+        // 3. The pin keeps the node linked, hence allocated.
+        drop(guard);
+        // 4.
+        let deferred = node.deferred.slot(node.effective_node(nid));
+        let outcome = node.shrink_pinned(nid, GroupId::ROOT, priority, pin.is_light(), deferred);
+        freed = freed.saturating_add(outcome.freed);
+        // 5. Re-enter before unpinning.
+        guard = read_lock();
+        #[cfg(loom)]
+        assert!(
+            !node.freed.load(Ordering::SeqCst),
+            "a pinned shrinker was freed"
+        );
+        pin.unpin(&guard);
+        // 6. Acquire: pairs with the Release link stores.
+        p = node.next.load(Ordering::Acquire);
+        #[cfg(loom)]
+        assert!(
+            !node.freed.load(Ordering::SeqCst),
+            "walker read `next` of a freed shrinker"
+        );
+    }
+    drop(guard);
+    freed
+}
+
+/// Pin the shrinker with `id`, run `f`, unpin (inside a read section).
+#[track_caller]
+pub(crate) fn with_pinned<R>(
+    ids: &IdTable,
+    id: ShrinkerId,
+    f: impl FnOnce(&ShrinkerObject) -> R,
+) -> Result<R, ShrinkError> {
+    assert_not_in_read_section("a shrinker's count or scan by hand");
+    let guard = read_lock();
+    let p = ids.lookup(id.0, &guard);
+    // SAFETY: a non-null slot names a node that is not freed before a
+    // grace period that begins after the slot is cleared (registry/ids.rs), so
+    // it is live until `guard` ends.
+    let Some(pin) = unsafe { p.as_ref() }.and_then(CalloutPin::try_ref) else {
+        return Err(ShrinkError::NoSuchShrinker { id });
+    };
+    drop(guard);
+    let r = f(pin.node());
+    pin.unpin(&read_lock()); // inside a section: see registry/object.rs
+    Ok(r)
+}
+
+/// Refuse to run shrinker callbacks inside the caller's RCU read section
+/// (the `Shrink` contract lets callbacks block and synchronize).
+#[inline]
+#[track_caller]
+pub(crate) fn assert_not_in_read_section(what: &str) {
+    if shrinker_rcu::in_read_section() {
+        in_read_section_failed(what);
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn in_read_section_failed(what: &str) -> ! {
+    panic!(
+        "{what} called inside an RCU read-side section: the shrinkers' callbacks would run \
+         inside it, and a callback that waits for a grace period (or for a lock held by a \
+         thread that does) would wait for the caller's own section: deadlock; leave the read \
+         section first"
+    )
+}
+
+/// Ask the CPU to bring `p`'s cache line in (no effect where unsupported).
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    // SAFETY: `_mm_prefetch` is a hint: it never faults and has no effect
+    // on memory, whatever the address (SSE is part of the x86_64 baseline).
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = p;
+}
+
+/// A shrinker pinned across one callout (walker steps 2–5): a light pin in
+/// this thread's walker slot, or a reference (`try_get` succeeded).
+///
+/// Released by [`unpin`](Self::unpin) inside the walker's read section.
+/// Dropped without it, because a panic is unwinding through the walk (a
+/// `tracing` subscriber, a panic payload, anything outside the caught
+/// callback), it re-enters a read section and releases the pin there, so
+/// that `unregister` never waits for a pin nobody will drop.
+#[must_use = "dropping the pin releases it"]
+pub(crate) struct CalloutPin<'a> {
+    node: &'a ShrinkerObject,
+    /// `Some`: a light pin in this slot; `None`: a reference.
+    light: Option<&'a WalkerSlot>,
+}
+
+impl<'a> CalloutPin<'a> {
+    /// Take a reference on `node` (`try_get`); `None` if it is not callable
+    /// (not registered yet, or being unregistered). The caller is inside a
+    /// read section in which `node` is live.
+    #[inline]
+    pub(crate) fn try_ref(node: &'a ShrinkerObject) -> Option<Self> {
+        // `then`, not `then_some`: a pin built eagerly for a failed
+        // `try_get` would be dropped, and its drop puts a reference.
+        node.try_get().then(|| CalloutPin { node, light: None })
+    }
+
+    /// The pinned shrinker.
+    #[inline]
+    pub(crate) fn node(&self) -> &'a ShrinkerObject {
+        self.node
+    }
+
+    /// Is this the thread's light pin (which already marks the thread as
+    /// inside the shrinker)?
+    #[inline]
+    pub(crate) fn is_light(&self) -> bool {
+        self.light.is_some()
+    }
+
+    /// Walker step 5: drop the pin inside the caller's read section
+    /// (registry/object.rs: "Why every `put` happens inside a read section").
+    #[inline]
+    pub(crate) fn unpin(self, _guard: &ReadGuard) {
+        self.release();
+        std::mem::forget(self);
+    }
+
+    #[inline]
+    fn release(&self) {
+        match self.light {
+            Some(s) => s.unpin(),
+            None => self.node.put(),
+        }
+    }
+}
+
+impl Drop for CalloutPin<'_> {
+    /// Only while unwinding (the walk's normal path consumes the pin with
+    /// `unpin`): re-enter a read section first, as step 5 does.
+    #[cold]
+    fn drop(&mut self) {
+        let _guard = read_lock();
+        self.release();
+    }
+}
+
+/// Walker step 2, shared by the global walk and the group walk: pin `node`
+/// for a callout, lightly if `slot` is free and the gate is open (registry/pin.rs,
+/// walker steps 1-2), else with `try_get`. `None`: the shrinker is not
+/// callable (not registered yet, or being unregistered).
+///
+/// The caller is inside a read section in which `node` is live (found on
+/// the list or in the id table).
+#[inline]
+pub(crate) fn pin_for_callout<'a>(
+    node: &'a ShrinkerObject,
+    slot: Option<&'a WalkerSlot>,
+    gate: &Gate,
+) -> Option<CalloutPin<'a>> {
+    match slot {
+        Some(s) if gate.is_open() => {
+            s.pin(node);
+            if node.refs.read() == 0 {
+                // Not registered yet (or, with the gate open, already gone).
+                s.unpin();
+                return None;
+            }
+            // Acquire: pairs with `register`'s `set_release(1)`, as
+            // `try_get`'s Acquire does.
+            fence(Ordering::Acquire);
+            Some(CalloutPin {
+                node,
+                light: Some(s),
+            })
+        }
+        _ => CalloutPin::try_ref(node),
+    }
+}
+
+/// Is the calling thread inside a callback of `node`? (For unregister.)
+pub(crate) fn inside_callback_of(node: NonNull<ShrinkerObject>) -> bool {
+    pin::holds_light_pin(node.as_ptr()) || frames::is_inside(node.as_ptr())
+}
