@@ -4,6 +4,55 @@ use crate::{ListLru, ShrinkerRegistry};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 
+use shrinker_rcu::read_lock;
+
+use super::unit_map::{split, Unit};
+use crate::sync::{lock, Ordering};
+use crate::ShrinkError;
+
+/// Test access to the units, for this crate's unit tests.
+impl Groups {
+    /// Is the bit of `id` set in (`g`, `node`)? (Tests.)
+    pub(crate) fn test_bit(&self, g: GroupId, node: usize, id: ShrinkerId) -> bool {
+        let guard = read_lock();
+        let (unit, bit) = split(id);
+        self.lookup(g, &guard)
+            .and_then(|d| d.map(&guard).unit(node, unit))
+            // Relaxed: a test's snapshot of one bit; nothing read through it.
+            .is_some_and(|u| u.map.load(Ordering::Relaxed) & (1 << bit) != 0)
+    }
+
+    /// The deferred count of `id` in (`g`, `node`). (Tests.)
+    pub(crate) fn test_deferred(&self, g: GroupId, node: usize, id: ShrinkerId) -> usize {
+        let guard = read_lock();
+        let (unit, bit) = split(id);
+        self.lookup(g, &guard)
+            .and_then(|d| d.map(&guard).unit(node, unit))
+            // Relaxed: deferred counts are Relaxed throughout (engine/).
+            .map_or(0, |u| u.nr_deferred[bit].load(Ordering::Relaxed))
+    }
+
+    /// Add `n` to the deferred count of `id` in (`g`, `node`), installing
+    /// the unit as a bit set would. (Tests.)
+    pub(crate) fn test_add_deferred(&self, g: GroupId, node: usize, id: ShrinkerId, n: usize) {
+        let (unit, bit) = split(id);
+        let groups = self;
+        {
+            let guard = read_lock();
+            let d = groups.lookup(g, &guard).expect("group exists");
+            if let Some(u) = d.map(&guard).unit(node, unit) {
+                // Relaxed: as the engine's deferred add.
+                u.nr_deferred[bit].fetch_add(n, Ordering::Relaxed);
+                return;
+            }
+        }
+        let st = lock(&groups.state);
+        let u = st.data(g).unwrap().install(&st.maps, node, unit).unwrap();
+        // Relaxed: as the engine's deferred add.
+        u.nr_deferred[bit].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 /// A group-aware-or-not shrinker whose object count is set by hand, and
 /// which records every (node, group) it is asked about.
 #[derive(Default)]

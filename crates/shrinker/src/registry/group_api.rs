@@ -224,7 +224,7 @@ impl ShrinkerRegistry {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 impl ShrinkerRegistry {
     /// Is the bit of `id` set in (`g`, `node`)? (Tests.)
     pub(crate) fn test_bit(&self, g: GroupId, node: usize, id: ShrinkerId) -> bool {
