@@ -250,7 +250,7 @@ impl State {
     }
 }
 
-/// The registry's memory groups (lives in `registry::Inner`).
+/// The registry's memory groups (lives in `registry::RegistryCore`).
 pub(crate) struct Groups {
     /// The group table: slot `g` is null (root, removed or dying) or
     /// points to group `g`'s data.

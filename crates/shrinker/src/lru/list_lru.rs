@@ -125,7 +125,7 @@ use crate::group_id::GroupId;
 use crate::groups::GroupObserver;
 use crate::lifetime::{ArrayWriter, RcuArray};
 use crate::sync::{self, AtomicPtr, Mutex, MutexGuard, Ordering};
-use one::{Inner, ListOne, Slot};
+use one::{ListBody, ListOne, Slot};
 
 #[cfg(loom)]
 use loom::sync::atomic::fence;
@@ -207,7 +207,7 @@ pub struct LruKey {
 }
 
 impl LruKey {
-    fn of<T>(node: usize, s: *mut Slot<T>, _held: &MutexGuard<'_, Inner<T>>) -> Self {
+    fn of<T>(node: usize, s: *mut Slot<T>, _held: &MutexGuard<'_, ListBody<T>>) -> Self {
         // SAFETY: the caller holds the lock of `s`'s domain (`_held`).
         let (generation, home, index) = unsafe { ((*s).generation, (*s).home, (*s).index) };
         LruKey {
@@ -257,7 +257,7 @@ impl<T: Send> GroupObserver for ListLru<T> {
 }
 
 /// A key's slot and the list that owns it, locked: (list, its lock, slot).
-type Resolved<'a, T> = (&'a ListOne<T>, MutexGuard<'a, Inner<T>>, *mut Slot<T>);
+type Resolved<'a, T> = (&'a ListOne<T>, MutexGuard<'a, ListBody<T>>, *mut Slot<T>);
 
 type Notify = Box<dyn Fn(usize, GroupId) + Send + Sync>;
 
@@ -483,7 +483,7 @@ impl<T> ListLru<T> {
         node: usize,
         mut group: GroupId,
         mut list: &'a ListOne<T>,
-    ) -> (&'a ListOne<T>, MutexGuard<'a, Inner<T>>, GroupId) {
+    ) -> (&'a ListOne<T>, MutexGuard<'a, ListBody<T>>, GroupId) {
         loop {
             let inner = list.lock();
             let Some(fwd) = inner.forward else {
@@ -500,7 +500,7 @@ impl<T> ListLru<T> {
 
     /// Find `key`'s slot and lock the list that owns it. `None` if the key
     /// names no slot this `ListLru` handed out. The caller must still check
-    /// the generation ([`Inner::holds`]).
+    /// the generation ([`ListBody::holds`]).
     fn resolve(&self, key: LruKey) -> Option<Resolved<'_, T>> {
         let node = key.node();
         if node >= self.nr_nodes {

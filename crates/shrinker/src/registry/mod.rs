@@ -121,7 +121,7 @@ pub(crate) mod walk;
 /// ```
 #[derive(Clone)]
 pub struct ShrinkerRegistry {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: Arc<RegistryCore>,
 }
 
 /// Builds a [`ShrinkerRegistry`].
@@ -131,7 +131,9 @@ pub struct RegistryBuilder {
     max_shrinkers: u32,
 }
 
-pub(crate) struct Inner {
+/// What every handle of one registry shares: the list and its id table,
+/// the groups, the gate, and the registry mutex's state.
+pub(crate) struct RegistryCore {
     /// First node of the list (null: empty).
     head: AtomicPtr<ShrinkerObject>,
     pub(crate) ids: IdTable,
@@ -139,7 +141,7 @@ pub(crate) struct Inner {
     pub(crate) groups: Groups,
     /// Whether walks may take light pins (registry/pin.rs).
     pub(crate) gate: Arc<Gate>,
-    pub(crate) state: Mutex<State>,
+    pub(crate) state: Mutex<ListState>,
     pub(crate) nr_nodes: usize,
     pub(crate) max_shrinkers: u32,
     /// Under loom nodes are "freed" into here (see registry/object.rs `freed`). Boxed:
@@ -149,8 +151,9 @@ pub(crate) struct Inner {
     pub(crate) graveyard: Mutex<Vec<Box<ShrinkerObject>>>,
 }
 
-/// What the registry mutex protects.
-pub(crate) struct State {
+/// What the registry mutex protects: the list's tail and length, and the
+/// id allocator (the id table's writer).
+pub(crate) struct ListState {
     tail: *mut ShrinkerObject,
     len: usize,
     pub(crate) ids: IdAlloc,
@@ -158,7 +161,7 @@ pub(crate) struct State {
 
 // SAFETY: `tail` points to a node of this registry's list and is used only
 // under the mutex; nodes are `Send + Sync`.
-unsafe impl Send for State {}
+unsafe impl Send for ListState {}
 
 impl ShrinkerRegistry {
     /// The process-wide registry, created on first use with the node count
@@ -521,12 +524,12 @@ impl RegistryBuilder {
     fn build_unchecked(self, nr_nodes: usize) -> ShrinkerRegistry {
         let (ids, id_alloc) = IdTable::new();
         ShrinkerRegistry {
-            inner: Arc::new(Inner {
+            inner: Arc::new(RegistryCore {
                 head: AtomicPtr::new(ptr::null_mut()),
                 ids,
                 groups: Groups::new(nr_nodes),
                 gate: Gate::new(),
-                state: Mutex::new(State {
+                state: Mutex::new(ListState {
                     tail: ptr::null_mut(),
                     len: 0,
                     ids: id_alloc,
