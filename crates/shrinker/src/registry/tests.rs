@@ -82,7 +82,7 @@ fn failed_try_ref_puts_nothing() {
     let s = ShrinkerBuilder::new("p")
         .build_in(&reg, Pool::with(10))
         .unwrap();
-    let node = s.node();
+    let node = s.object();
     assert_eq!(node.refs.read(), 0, "built, not registered");
     {
         let _guard = read_lock();
@@ -92,11 +92,11 @@ fn failed_try_ref_puts_nothing() {
     let r = s.register();
     {
         let guard = read_lock();
-        let pin = CalloutPin::try_ref(r.node()).expect("registered");
-        assert_eq!(r.node().refs.read(), 2);
+        let pin = CalloutPin::try_ref(r.object()).expect("registered");
+        assert_eq!(r.object().refs.read(), 2);
         pin.unpin(&guard);
     }
-    assert_eq!(r.node().refs.read(), 1);
+    assert_eq!(r.object().refs.read(), 1);
 }
 
 #[test]

@@ -45,21 +45,21 @@ fn shrink_global_with(
     let mut p = head.load(Ordering::Acquire);
     while !p.is_null() {
         // SAFETY: `p` was read (Acquire) from the head or from the `next`
-        // of a node we stood on inside the current read section; nodes
+        // of a object we stood on inside the current read section; objects
         // are freed only after a grace period that began after their
         // unlink, so it is live until `guard` ends (module doc, registry/object.rs).
-        let node = unsafe { &*p };
+        let object = unsafe { &*p };
         #[cfg(loom)]
         assert!(
-            !node.freed.load(Ordering::SeqCst),
+            !object.freed.load(Ordering::SeqCst),
             "walker reached a freed shrinker"
         );
         // 2. Pin: lightly if the gate is open (registry/pin.rs, walker steps 1-2),
         // else with the refcount. On failure (not registered yet, or
         // being unregistered) step over it, still inside the section.
-        let Some(pin) = pin_for_callout(node, slot, gate) else {
+        let Some(pin) = pin_for_callout(object, slot, gate) else {
             // Acquire: pairs with the Release link stores.
-            p = node.next.load(Ordering::Acquire);
+            p = object.next.load(Ordering::Acquire);
             continue;
         };
         // Warm the successor's line while the callbacks run: the walk is
@@ -67,26 +67,26 @@ fn shrink_global_with(
         // does not fit in the L1/L2 cache. A prefetch never faults, and
         // the pointer is not used: `next` is read again at step 6.
         // Relaxed: a hint only.
-        prefetch(node.next.load(Ordering::Relaxed));
-        // 3. The pin keeps the node linked, hence allocated.
+        prefetch(object.next.load(Ordering::Relaxed));
+        // 3. The pin keeps the object linked, hence allocated.
         drop(guard);
         // 4.
-        let deferred = node.deferred.slot(node.effective_node(nid));
-        let outcome = node.shrink_pinned(nid, GroupId::ROOT, priority, pin.is_light(), deferred);
+        let deferred = object.deferred.slot(object.effective_node(nid));
+        let outcome = object.shrink_pinned(nid, GroupId::ROOT, priority, pin.is_light(), deferred);
         freed = freed.saturating_add(outcome.freed);
         // 5. Re-enter before unpinning.
         guard = read_lock();
         #[cfg(loom)]
         assert!(
-            !node.freed.load(Ordering::SeqCst),
+            !object.freed.load(Ordering::SeqCst),
             "a pinned shrinker was freed"
         );
         pin.unpin(&guard);
         // 6. Acquire: pairs with the Release link stores.
-        p = node.next.load(Ordering::Acquire);
+        p = object.next.load(Ordering::Acquire);
         #[cfg(loom)]
         assert!(
-            !node.freed.load(Ordering::SeqCst),
+            !object.freed.load(Ordering::SeqCst),
             "walker read `next` of a freed shrinker"
         );
     }
@@ -104,14 +104,14 @@ pub(crate) fn with_pinned<R>(
     assert_not_in_read_section("a shrinker's count or scan by hand");
     let guard = read_lock();
     let p = ids.lookup(id.0, &guard);
-    // SAFETY: a non-null slot names a node that is not freed before a
+    // SAFETY: a non-null slot names a object that is not freed before a
     // grace period that begins after the slot is cleared (registry/ids.rs), so
     // it is live until `guard` ends.
     let Some(pin) = unsafe { p.as_ref() }.and_then(CalloutPin::try_ref) else {
         return Err(ShrinkError::NoSuchShrinker { id });
     };
     drop(guard);
-    let r = f(pin.node());
+    let r = f(pin.object());
     pin.unpin(&read_lock()); // inside a section: see registry/object.rs
     Ok(r)
 }
@@ -161,26 +161,29 @@ fn prefetch<T>(p: *const T) {
 /// that `unregister` never waits for a pin nobody will drop.
 #[must_use = "dropping the pin releases it"]
 pub(crate) struct CalloutPin<'a> {
-    node: &'a ShrinkerObject,
+    object: &'a ShrinkerObject,
     /// `Some`: a light pin in this slot; `None`: a reference.
     light: Option<&'a WalkerSlot>,
 }
 
 impl<'a> CalloutPin<'a> {
-    /// Take a reference on `node` (`try_get`); `None` if it is not callable
+    /// Take a reference on `object` (`try_get`); `None` if it is not callable
     /// (not registered yet, or being unregistered). The caller is inside a
-    /// read section in which `node` is live.
+    /// read section in which `object` is live.
     #[inline]
-    pub(crate) fn try_ref(node: &'a ShrinkerObject) -> Option<Self> {
+    pub(crate) fn try_ref(object: &'a ShrinkerObject) -> Option<Self> {
         // `then`, not `then_some`: a pin built eagerly for a failed
         // `try_get` would be dropped, and its drop puts a reference.
-        node.try_get().then(|| CalloutPin { node, light: None })
+        object.try_get().then(|| CalloutPin {
+            object,
+            light: None,
+        })
     }
 
     /// The pinned shrinker.
     #[inline]
-    pub(crate) fn node(&self) -> &'a ShrinkerObject {
-        self.node
+    pub(crate) fn object(&self) -> &'a ShrinkerObject {
+        self.object
     }
 
     /// Is this the thread's light pin (which already marks the thread as
@@ -202,7 +205,7 @@ impl<'a> CalloutPin<'a> {
     fn release(&self) {
         match self.light {
             Some(s) => s.unpin(),
-            None => self.node.put(),
+            None => self.object.put(),
         }
     }
 }
@@ -217,23 +220,23 @@ impl Drop for CalloutPin<'_> {
     }
 }
 
-/// Walker step 2, shared by the global walk and the group walk: pin `node`
+/// Walker step 2, shared by the global walk and the group walk: pin `object`
 /// for a callout, lightly if `slot` is free and the gate is open (registry/pin.rs,
 /// walker steps 1-2), else with `try_get`. `None`: the shrinker is not
 /// callable (not registered yet, or being unregistered).
 ///
-/// The caller is inside a read section in which `node` is live (found on
+/// The caller is inside a read section in which `object` is live (found on
 /// the list or in the id table).
 #[inline]
 pub(crate) fn pin_for_callout<'a>(
-    node: &'a ShrinkerObject,
+    object: &'a ShrinkerObject,
     slot: Option<&'a WalkerSlot>,
     gate: &Gate,
 ) -> Option<CalloutPin<'a>> {
     match slot {
         Some(s) if gate.is_open() => {
-            s.pin(node);
-            if node.refs.read() == 0 {
+            s.pin(object);
+            if object.refs.read() == 0 {
                 // Not registered yet (or, with the gate open, already gone).
                 s.unpin();
                 return None;
@@ -242,15 +245,15 @@ pub(crate) fn pin_for_callout<'a>(
             // `try_get`'s Acquire does.
             fence(Ordering::Acquire);
             Some(CalloutPin {
-                node,
+                object,
                 light: Some(s),
             })
         }
-        _ => CalloutPin::try_ref(node),
+        _ => CalloutPin::try_ref(object),
     }
 }
 
-/// Is the calling thread inside a callback of `node`? (For unregister.)
-pub(crate) fn inside_callback_of(node: NonNull<ShrinkerObject>) -> bool {
-    pin::holds_light_pin(node.as_ptr()) || frames::is_inside(node.as_ptr())
+/// Is the calling thread inside a callback of `object`? (For unregister.)
+pub(crate) fn inside_callback_of(object: NonNull<ShrinkerObject>) -> bool {
+    pin::holds_light_pin(object.as_ptr()) || frames::is_inside(object.as_ptr())
 }

@@ -24,9 +24,9 @@ pub enum CacheError {
     /// The node does not exist in the cache's registry.
     #[error("node {node} does not exist (the registry has {nr_nodes})")]
     InvalidNode {
-        /// The node asked for.
+        /// The node asked for (to insert on, or to evict from).
         node: usize,
-        /// The registry's node count.
+        /// The node count of the cache's registry.
         nr_nodes: usize,
     },
     /// The memory group does not exist in the cache's registry (never
