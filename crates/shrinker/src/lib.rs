@@ -65,8 +65,8 @@
 //! (reclaim pins it) → unregister (close the registry's pin gate; drop the
 //! initial reference; wait until every in-flight call has unpinned; unlink
 //! under the mutex; free with `call_rcu`) → freed. A shrinker built but
-//! never registered is freed without any wait. `registry/handles.rs` and `registry/object.rs`
-//! carry the numbered protocols and the state table.
+//! never registered is freed without any wait. `registry/handles.rs` and
+//! `registry/object.rs` carry the numbered protocols and the state table.
 //!
 //! # The reclaim walk
 //!
@@ -82,7 +82,8 @@
 //! slot) otherwise; the first unregister after a quiet spell closes a gate
 //! (the kernel's `rcu_sync`) with one grace period, and under churn the gate
 //! stays closed, so unregistration waits for no grace period there.
-//! `registry/pin.rs` has the protocol and its proof, `registry/mod.rs` the walk.
+//! `registry/pin.rs` has the protocol and its proof, `registry/mod.rs` and
+//! `registry/walk.rs` the walk.
 //!
 //! # Nodes and groups
 //!
@@ -98,8 +99,8 @@
 //! [`ShrinkerRegistry::set_shrinker_bit`], which [`ListLru`]'s notify hook
 //! calls on an empty → non-empty list), with that group's deferred work;
 //! removing a group moves its deferred work and, through
-//! [`GroupObserver`]s, its objects into the parent. groups/ has the
-//! layout, the handshake and the lifetimes.
+//! [`GroupObserver`]s, its objects into the parent. `groups/mod.rs` has
+//! the layout, the handshake and the lifetimes.
 //!
 //! # Faults and misuse
 //!
@@ -115,6 +116,40 @@
 //! marked instead of freed there, so a walker that touches a freed node
 //! fails the model); `tests/torture.rs` churns
 //! registrations against walks under AddressSanitizer in CI.
+//!
+//! # Layout of the source
+//!
+//! One folder per concern; imports flow one way, downwards in this
+//! drawing (a file uses only files drawn above it; unit tests exempt):
+//!
+//! ```text
+//! contract   shrink.rs  info.rs  error.rs  request.rs  topology.rs  group_id.rs
+//!              the types callers and callbacks see
+//!                 │
+//! lifetime/  rcu_array.rs  free.rs  live_ref.rs  frames.rs
+//!              each mechanism once: the RCU-grown array, the free after
+//!              a grace period, the pin with its dying mark, the
+//!              "inside X" frame stack
+//!                 │
+//! engine/    mod.rs (do_shrink_slab)  nr_deferred.rs
+//!                 │
+//! registry/  object.rs → ids.rs, pin.rs → walk.rs
+//!   internals  the shrinker object, the id table, walker slots and the
+//!              gate, the global walk and the callout pin
+//!                 │
+//! groups/    unit_map.rs → data.rs → mod.rs (tree) → walk.rs, remove.rs
+//!              given the registry's gate and id table as arguments
+//!                 │
+//! registry/  mod.rs (ShrinkerRegistry, the list) → group_api.rs,
+//!   facade     handles.rs (ShrinkerBuilder, Shrinker, Registered)
+//!                 │
+//! lru/       list_lru.rs (+ list_lru/), lru_cache.rs (+ lru_cache/)
+//!              built on the public face (and `lifetime/`'s RcuArray)
+//! ```
+//!
+//! `lib.rs` re-exports the public types and holds the std/loom switch
+//! (`sync`), which every layer may use. A `reclaim/` layer belongs between
+//! the registry facade and `lru/`.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 

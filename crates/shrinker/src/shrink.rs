@@ -38,7 +38,7 @@
 
 use std::sync::Arc;
 
-use crate::GroupId;
+use crate::group_id::GroupId;
 
 /// What a [`Shrink::count`] reports.
 ///

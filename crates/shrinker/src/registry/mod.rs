@@ -61,7 +61,6 @@ use std::fmt;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
-use crate::engine::DEF_PRIORITY;
 use crate::error::{BuildError, ShrinkError};
 use crate::groups::Groups;
 
@@ -69,7 +68,7 @@ use crate::group_id::GroupId;
 use crate::info::{ShrinkerId, ShrinkerInfo};
 #[cfg(not(loom))]
 use crate::lifetime::{free_after_grace_period, Urgency};
-use crate::request::ShrinkRequest;
+use crate::request::{ShrinkRequest, DEF_PRIORITY};
 use crate::shrink::{Count, Scan};
 use crate::sync::{lock, AtomicPtr, Mutex, Ordering};
 use crate::topology;
