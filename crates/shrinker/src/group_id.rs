@@ -4,7 +4,7 @@
 //! Indices are handed out in increasing order and never reused (a removed
 //! group's index stays dead), so that per-group tables indexed by it
 //! ([`ListLru`](crate::ListLru)'s, the registry's) never confuse a new group
-//! with an old one. The tree itself is in `groups/`.
+//! with an old one. The tree itself is in `groups/mod.rs`.
 
 /// A memory group (memory cgroup analog).
 ///

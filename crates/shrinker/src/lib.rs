@@ -147,6 +147,7 @@
 //!              built on the public face (and `lifetime/`'s RcuArray)
 //! ```
 //!
+//! `tests/layers.rs` checks the rule (each edge downwards, no circle).
 //! `lib.rs` re-exports the public types and holds the std/loom switch
 //! (`sync`), which every layer may use. A `reclaim/` layer belongs between
 //! the registry facade and `lru/`.

@@ -1,6 +1,6 @@
 //! loom model of the store-buffering handshake between a producer that
 //! makes a (group, node) list non-empty and sets the shrinker's bit, and a
-//! group walk whose `count` saw the list empty and clears the bit (groups/,
+//! group walk whose `count` saw the list empty and clears the bit (groups/mod.rs,
 //! "The handshake with producers"): the real `set_shrinker_bit` and the real
 //! group walk, on a registry with one group-aware shrinker.
 //!

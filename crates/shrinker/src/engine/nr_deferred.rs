@@ -1,6 +1,6 @@
 //! [`NrDeferred`]: the deferred-work counters a shrinker owns for the root
 //! group (the kernel's `shrinker->nr_deferred`). Another group's counters
-//! live in that group's `ShrinkerInfo` units (`groups/`), and the walk
+//! live in that group's `ShrinkerInfo` units (`groups/unit_map.rs`), and the walk
 //! hands the engine whichever counter applies.
 
 use crate::sync::AtomicUsize;

@@ -87,7 +87,7 @@
 //! 3. For each set bit: look the shrinker up in the id table. An empty slot,
 //!    a shrinker that is not group-aware, or a failed pin (being registered
 //!    or unregistered): clear the bit, as the kernel does, and go on.
-//! 4. Pinned (registry/pin.rs's light pin or the refcount, registry/mod.rs's
+//! 4. Pinned (registry/pin.rs's light pin or the refcount, registry/walk.rs's
 //!    `pin_for_callout`): leave the read section; `do_shrink_slab` with the
 //!    group and the unit's `nr_deferred[bit]`.
 //! 5. `Count::Empty`: clear the bit, `fence(SeqCst)`, call again; if that

@@ -28,7 +28,7 @@ impl Groups {
         let (unit, bit) = split(id);
         self.lookup(g, &guard)
             .and_then(|d| d.map(&guard).unit(node, unit))
-            // Relaxed: deferred counts are Relaxed throughout (engine/).
+            // Relaxed: deferred counts are Relaxed throughout (engine/mod.rs).
             .map_or(0, |u| u.nr_deferred[bit].load(Ordering::Relaxed))
     }
 
@@ -559,7 +559,7 @@ fn blocked_walk_then_remove_group(close_gate_first: bool) {
     let gate = Arc::clone(&reg.inner.gate);
     let hold = if close_gate_first {
         // Hold the gate closed, as a removal in progress would (see
-        // registry/mod.rs's `blocked_walk_then_unregister`).
+        // registry/tests.rs's `blocked_walk_then_unregister`).
         Some(gate.enter())
     } else {
         assert!(gate.open_now(), "a new registry's gate is open");

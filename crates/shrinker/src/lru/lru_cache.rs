@@ -136,7 +136,7 @@
 //!
 //! 1. `count`: [`ListLru::count`](crate::ListLru::count) of (node, group), one atomic load; 0 is
 //!    [`Count::Empty`](crate::Count::Empty), so that the group walk clears the shrinker's bit
-//!    (the store-buffering handshake in groups/; the list's notify is the
+//!    (the store-buffering handshake in groups/mod.rs; the list's notify is the
 //!    producer half).
 //! 2. `scan`: walk (node, group) from the head for `nr_to_scan` items,
 //!    rotating the referenced ones (above) and isolating the others into

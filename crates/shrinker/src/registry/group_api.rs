@@ -43,7 +43,7 @@ impl ShrinkerRegistry {
     /// Remove a memory group (`rmdir` of a memory cgroup): its deferred work
     /// moves to the parent, every [`GroupObserver`] moves its objects there,
     /// and its index is never used again. The numbered protocol is in the
-    /// source (groups/, "Removal").
+    /// source (groups/mod.rs, "Removal").
     ///
     /// # Blocking
     ///
@@ -172,7 +172,7 @@ impl ShrinkerRegistry {
     ///
     /// Issues a `fence(SeqCst)` before setting the bit: the producer half
     /// of the store-buffering handshake with the walk's clear-on-`Empty`
-    /// (groups/). Whatever the caller stored before the call (the list's
+    /// (groups/mod.rs). Whatever the caller stored before the call (the list's
     /// new count) is seen by a walk that clears the bit concurrently, or
     /// the bit ends up set.
     ///

@@ -24,7 +24,7 @@
 //!    closed (registry/pin.rs). On failure (being registered or unregistered) read
 //!    `next` and go on: still inside the section.
 //! 3. Pinned: leave the read section. The callbacks may block.
-//! 4. `do_shrink_slab` (engine/), with this thread marked "inside" the
+//! 4. `do_shrink_slab` (engine/mod.rs), with this thread marked "inside" the
 //!    shrinker so that a callback that unregisters it panics instead of
 //!    waiting for itself.
 //! 5. Re-enter a read section, *then* unpin (clear the slot, or `put`): the
@@ -136,7 +136,7 @@ pub(crate) struct RegistryCore {
     /// First node of the list (null: empty).
     head: AtomicPtr<ShrinkerObject>,
     pub(crate) ids: IdTable,
-    /// The memory-group tree and its `ShrinkerInfo`s (groups/).
+    /// The memory-group tree and its `ShrinkerInfo`s (groups/mod.rs).
     pub(crate) groups: Groups,
     /// Whether walks may take light pins (registry/pin.rs).
     pub(crate) gate: Arc<Gate>,
@@ -265,7 +265,7 @@ impl ShrinkerRegistry {
         Ok(())
     }
 
-    /// The group walk (`groups/`).
+    /// The group walk (`groups/walk.rs`).
     #[inline]
     fn shrink_group(&self, group: GroupId, nid: usize, priority: u8) -> Result<usize, ShrinkError> {
         self.inner
@@ -273,7 +273,7 @@ impl ShrinkerRegistry {
             .shrink(&self.inner.ids, &self.inner.gate, group, nid, priority)
     }
 
-    /// The walk (walk.rs): the numbered protocol in the module
+    /// The walk (registry/walk.rs): the numbered protocol in the module
     /// documentation.
     #[inline]
     fn shrink_global(&self, nid: usize, priority: u8) -> usize {

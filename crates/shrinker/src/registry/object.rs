@@ -265,7 +265,7 @@ impl ShrinkerObject {
     /// which already marks the thread as inside this shrinker, so no frame
     /// is pushed. `deferred` is the counter of (group, node): the
     /// shrinker's own [`NrDeferred::slot`] for the root group, the group's
-    /// `ShrinkerInfo` unit entry otherwise (groups/).
+    /// `ShrinkerInfo` unit entry otherwise (groups/mod.rs).
     ///
     /// Always inlined, and free of closures: it is the body of every
     /// visit, and once both walks (global and group) called it the compiler

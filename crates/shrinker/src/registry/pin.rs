@@ -72,7 +72,7 @@
 //!
 //! # Light group pins
 //!
-//! A group walk (groups/) pins the *group* for its whole length, so that
+//! A group walk (groups/walk.rs) pins the *group* for its whole length, so that
 //! `remove_group` can wait for it before moving the group's deferred
 //! counts and freeing its units. The refcount pin is two RMWs on the
 //! group's line per group shrunk, and shrinking one group of thousands is

@@ -1,4 +1,4 @@
-//! The global walk (`shrink_slab`, the numbered protocol in mod.rs), and
+//! The global walk (`shrink_slab`, the numbered protocol in registry/mod.rs), and
 //! what it shares with the group walk (`groups/walk.rs`): the pin of one
 //! callout ([`CalloutPin`], [`pin_for_callout`]), and the misuse checks
 //! that refuse to call out from inside an RCU read section or to
@@ -41,7 +41,7 @@ fn shrink_global_with(
     let mut freed = 0usize;
     // 1.
     let mut guard = read_lock();
-    // Acquire: pairs with the Release link stores in `link`/`unlink` (mod.rs).
+    // Acquire: pairs with the Release link stores in `link`/`unlink` (registry/mod.rs).
     let mut p = head.load(Ordering::Acquire);
     while !p.is_null() {
         // SAFETY: `p` was read (Acquire) from the head or from the `next`
