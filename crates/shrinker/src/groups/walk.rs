@@ -11,46 +11,23 @@ use crate::group_id::GroupId;
 use crate::info::ShrinkerId;
 use crate::lifetime::frames;
 use crate::registry::ids::IdTable;
-use crate::registry::pin::{self, Gate, WalkerSlot};
+use crate::registry::pin::{self, Gate, PinTarget, WalkPin, WalkerSlot};
 use crate::registry::walk::pin_for_callout;
 use crate::sync::{fence, lock, Ordering};
 
-/// A group pinned for one walk (group walk steps 1–7): a light pin in
-/// this thread's walker slot, or a reference.
-///
-/// Released by [`unpin`](Self::unpin) inside the walker's read section;
-/// dropped without it (a panic unwinding through the walk, from outside
-/// the caught callbacks), it re-enters a read section and releases the pin
-/// there, so that `remove_group` never waits for a pin nobody will drop.
-#[must_use = "dropping the pin releases it"]
-struct GroupPin<'a> {
-    data: &'a GroupData,
-    light: Option<&'a WalkerSlot>,
-}
+/// A group pinned for one walk (group walk steps 1–7): a [`WalkPin`] on
+/// its data.
+type GroupPin<'a> = WalkPin<'a, GroupData>;
 
-impl GroupPin<'_> {
-    /// Step 7: release the pin inside the caller's read section.
+impl PinTarget for GroupData {
     #[inline]
-    fn unpin(self, _guard: &ReadGuard) {
-        self.release();
-        std::mem::forget(self);
+    fn put(&self) {
+        GroupData::put(self);
     }
 
     #[inline]
-    fn release(&self) {
-        match self.light {
-            Some(s) => s.unpin_group(),
-            None => self.data.put(),
-        }
-    }
-}
-
-impl Drop for GroupPin<'_> {
-    /// Only while unwinding: the walk's normal path consumes the pin.
-    #[cold]
-    fn drop(&mut self) {
-        let _guard = read_lock();
-        self.release();
+    fn unpin_light(slot: &WalkerSlot) {
+        slot.unpin_group();
     }
 }
 
@@ -159,18 +136,15 @@ impl Groups {
         // its units) after a grace period, and the pin is dropped inside a
         // read section (step 7, or `GroupPin`'s drop).
         let data = unsafe { &*data };
-        let pin = match slot {
+        let pin: GroupPin<'_> = match slot {
             Some(s) if gate.is_open() => {
                 s.pin_group(data);
-                GroupPin {
-                    data,
-                    light: Some(s),
-                }
+                WalkPin::light(data, s)
             }
-            _ if data.try_get() => GroupPin { data, light: None },
+            _ if data.try_get() => WalkPin::by_ref(data),
             _ => return Err(ShrinkError::NoSuchGroup { group }),
         };
-        let (freed, guard) = if pin.light.is_some() {
+        let (freed, guard) = if pin.is_light() {
             // The slot itself marks the walk for remove_group's misuse check.
             self.walk_units(ids, gate, data, slot, group, nid, priority, guard)
         } else {

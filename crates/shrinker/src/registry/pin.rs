@@ -115,6 +115,8 @@
 use std::ptr;
 use std::sync::Arc;
 
+use shrinker_rcu::{read_lock, ReadGuard};
+
 use super::object::ShrinkerObject;
 use crate::sync::{lock, AtomicBool, AtomicPtr, Mutex, Ordering};
 
@@ -187,6 +189,104 @@ impl WalkerSlot {
         // `wait_for_light_group_pins`: the walk's accesses to the group's
         // units happen-before removal moves their deferred counts.
         self.group.store(ptr::null_mut(), Ordering::Release);
+    }
+}
+
+/// What a walk pins: a shrinker object for one callout, or a group's data
+/// for a group walk.
+pub(crate) trait PinTarget {
+    /// Drop a reference (the target's `LiveRef::put` with its completion).
+    /// The caller is inside a read section.
+    fn put(&self);
+    /// Clear the slot's light pin on a target of this kind (Release).
+    fn unpin_light(slot: &WalkerSlot);
+}
+
+impl PinTarget for ShrinkerObject {
+    #[inline]
+    fn put(&self) {
+        ShrinkerObject::put(self);
+    }
+
+    #[inline]
+    fn unpin_light(slot: &WalkerSlot) {
+        slot.unpin();
+    }
+}
+
+/// A target pinned across a callout or a walk: a light pin in this
+/// thread's walker slot, or a reference.
+///
+/// Released by [`unpin`](Self::unpin) inside the walker's read section.
+/// Dropped without it, because a panic is unwinding through the walk (a
+/// `tracing` subscriber, a panic payload, anything outside the caught
+/// callback), it re-enters a read section and releases the pin there, so
+/// that unregister and group removal never wait for a pin nobody will
+/// drop.
+#[must_use = "dropping the pin releases it"]
+pub(crate) struct WalkPin<'a, T: PinTarget> {
+    target: &'a T,
+    /// `Some`: a light pin in this slot; `None`: a reference.
+    light: Option<&'a WalkerSlot>,
+}
+
+impl<'a, T: PinTarget> WalkPin<'a, T> {
+    /// The light pin the caller has just stored in `slot` (a read section
+    /// that saw the gate open).
+    #[inline]
+    pub(crate) fn light(target: &'a T, slot: &'a WalkerSlot) -> Self {
+        WalkPin {
+            target,
+            light: Some(slot),
+        }
+    }
+
+    /// The reference the caller's `try_get` has just taken.
+    #[inline]
+    pub(crate) fn by_ref(target: &'a T) -> Self {
+        WalkPin {
+            target,
+            light: None,
+        }
+    }
+
+    /// The pinned target.
+    #[inline]
+    pub(crate) fn target(&self) -> &'a T {
+        self.target
+    }
+
+    /// Is this the thread's light pin (which already marks the thread as
+    /// inside the target, for the misuse checks)?
+    #[inline]
+    pub(crate) fn is_light(&self) -> bool {
+        self.light.is_some()
+    }
+
+    /// Drop the pin inside the caller's read section (registry/object.rs:
+    /// "Why every `put` happens inside a read section").
+    #[inline]
+    pub(crate) fn unpin(self, _guard: &ReadGuard) {
+        self.release();
+        std::mem::forget(self);
+    }
+
+    #[inline]
+    fn release(&self) {
+        match self.light {
+            Some(s) => T::unpin_light(s),
+            None => self.target.put(),
+        }
+    }
+}
+
+impl<T: PinTarget> Drop for WalkPin<'_, T> {
+    /// Only while unwinding (the walk's normal path consumes the pin with
+    /// `unpin`): re-enter a read section first, as `unpin`'s caller does.
+    #[cold]
+    fn drop(&mut self) {
+        let _guard = read_lock();
+        self.release();
     }
 }
 

@@ -6,11 +6,11 @@
 
 use std::ptr::NonNull;
 
-use shrinker_rcu::{read_lock, ReadGuard};
+use shrinker_rcu::read_lock;
 
 use super::ids::IdTable;
 use super::object::ShrinkerObject;
-use super::pin::{self, Gate, WalkerSlot};
+use super::pin::{self, Gate, WalkPin, WalkerSlot};
 use crate::error::ShrinkError;
 use crate::group_id::GroupId;
 use crate::info::ShrinkerId;
@@ -111,7 +111,7 @@ pub(crate) fn with_pinned<R>(
         return Err(ShrinkError::NoSuchShrinker { id });
     };
     drop(guard);
-    let r = f(pin.object());
+    let r = f(pin.target());
     pin.unpin(&read_lock()); // inside a section: see registry/object.rs
     Ok(r)
 }
@@ -151,20 +151,9 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// A shrinker pinned across one callout (walker steps 2–5): a light pin in
-/// this thread's walker slot, or a reference (`try_get` succeeded).
-///
-/// Released by [`unpin`](Self::unpin) inside the walker's read section.
-/// Dropped without it, because a panic is unwinding through the walk (a
-/// `tracing` subscriber, a panic payload, anything outside the caught
-/// callback), it re-enters a read section and releases the pin there, so
-/// that `unregister` never waits for a pin nobody will drop.
-#[must_use = "dropping the pin releases it"]
-pub(crate) struct CalloutPin<'a> {
-    object: &'a ShrinkerObject,
-    /// `Some`: a light pin in this slot; `None`: a reference.
-    light: Option<&'a WalkerSlot>,
-}
+/// A shrinker pinned across one callout (walker steps 2–5): a
+/// [`WalkPin`] on its object.
+pub(crate) type CalloutPin<'a> = WalkPin<'a, ShrinkerObject>;
 
 impl<'a> CalloutPin<'a> {
     /// Take a reference on `object` (`try_get`); `None` if it is not callable
@@ -174,49 +163,7 @@ impl<'a> CalloutPin<'a> {
     pub(crate) fn try_ref(object: &'a ShrinkerObject) -> Option<Self> {
         // `then`, not `then_some`: a pin built eagerly for a failed
         // `try_get` would be dropped, and its drop puts a reference.
-        object.try_get().then(|| CalloutPin {
-            object,
-            light: None,
-        })
-    }
-
-    /// The pinned shrinker.
-    #[inline]
-    pub(crate) fn object(&self) -> &'a ShrinkerObject {
-        self.object
-    }
-
-    /// Is this the thread's light pin (which already marks the thread as
-    /// inside the shrinker)?
-    #[inline]
-    pub(crate) fn is_light(&self) -> bool {
-        self.light.is_some()
-    }
-
-    /// Walker step 5: drop the pin inside the caller's read section
-    /// (registry/object.rs: "Why every `put` happens inside a read section").
-    #[inline]
-    pub(crate) fn unpin(self, _guard: &ReadGuard) {
-        self.release();
-        std::mem::forget(self);
-    }
-
-    #[inline]
-    fn release(&self) {
-        match self.light {
-            Some(s) => s.unpin(),
-            None => self.object.put(),
-        }
-    }
-}
-
-impl Drop for CalloutPin<'_> {
-    /// Only while unwinding (the walk's normal path consumes the pin with
-    /// `unpin`): re-enter a read section first, as step 5 does.
-    #[cold]
-    fn drop(&mut self) {
-        let _guard = read_lock();
-        self.release();
+        object.try_get().then(|| WalkPin::by_ref(object))
     }
 }
 
@@ -241,13 +188,10 @@ pub(crate) fn pin_for_callout<'a>(
                 s.unpin();
                 return None;
             }
-            // Acquire: pairs with `register`'s `set_release(1)`, as
+            // Acquire: pairs with `register`'s `activate` (Release), as
             // `try_get`'s Acquire does.
             fence(Ordering::Acquire);
-            Some(CalloutPin {
-                object,
-                light: Some(s),
-            })
+            Some(WalkPin::light(object, s))
         }
         _ => CalloutPin::try_ref(object),
     }
