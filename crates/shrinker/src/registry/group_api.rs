@@ -213,6 +213,7 @@ impl ShrinkerRegistry {
     /// assert_eq!(s.0.load(Ordering::Relaxed), 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn set_shrinker_bit(
         &self,
         group: GroupId,

@@ -1,5 +1,7 @@
 //! Light pins, and the gate that lets walkers use them only while nobody
-//! unregisters.
+//! unregisters; and [`WalkPin`], the guard a walk holds either form of pin
+//! in (on a shrinker object for a callout, on a group's data for a group
+//! walk).
 //!
 //! # Why
 //!
