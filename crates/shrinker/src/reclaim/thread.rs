@@ -24,7 +24,8 @@ use shrinker_pressure::{Level, Monitor, Reading};
 
 use super::budget::CpuBudget;
 use super::pass::Rounds;
-use super::{LevelEvent, Shared};
+use super::report::LevelEvent;
+use super::shared::Shared;
 use crate::Freed;
 
 /// The thread's state between readings.

@@ -47,11 +47,14 @@
 //! merge" needs (the kernel's `atomic_long_xchg` is fully ordered only
 //! because every value-returning atomic there is).
 
+mod nr_deferred;
+
+pub(crate) use nr_deferred::NrDeferred;
+
+use crate::request::DEF_PRIORITY;
 use crate::shrink::{Count, Scan, ShrinkControl};
 use crate::sync::{AtomicUsize, Ordering};
 
-/// `DEF_PRIORITY`: the gentlest reclaim priority.
-pub(crate) const DEF_PRIORITY: u8 = 12;
 /// `DEFAULT_SEEKS`.
 pub(crate) const DEFAULT_SEEKS: u32 = 2;
 /// `SHRINK_BATCH`.
