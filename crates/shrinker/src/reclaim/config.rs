@@ -4,7 +4,7 @@ use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
 
-/// What a [`Reclaimer`] aims for and how much it may spend; every field
+/// What a [`Reclaimer`](super::Reclaimer) aims for and how much it may spend; every field
 /// has a documented default ([`Default`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReclaimConfig {
@@ -28,7 +28,7 @@ pub struct ReclaimConfig {
     /// Call the allocator's return after a round that freed at least this
     /// many bytes (or freed objects of unknown size): 1 MiB.
     pub trim_threshold: u64,
-    /// Register the lazy-RCU shrinker ([`LazyRcuShrinker`]) while the
+    /// Register the lazy-RCU shrinker ([`LazyRcuShrinker`](super::LazyRcuShrinker)) while the
     /// reclaimer runs: true.
     pub lazy_rcu_shrinker: bool,
 }

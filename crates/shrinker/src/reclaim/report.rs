@@ -115,7 +115,7 @@ pub struct ReclaimerStats {
     pub passes: u64,
     /// Rounds (a descent from priority 12 toward 0 for one target).
     pub rounds: u64,
-    /// Proactive [`Reclaimer::reclaim`] calls.
+    /// Proactive [`Reclaimer::reclaim`](super::Reclaimer::reclaim) calls.
     pub proactive_calls: u64,
     /// Per source kind (and `"proactive"`), in the order first seen.
     pub by_source: Vec<(&'static str, SourceFigures)>,
