@@ -95,15 +95,19 @@ pub struct ReadmeDoctests;
 pub(crate) mod sync {
     #[cfg(loom)]
     pub(crate) use loom::{
-        sync::atomic::{fence, AtomicBool, AtomicI32, AtomicIsize, AtomicU32, AtomicUsize},
-        sync::{Arc, Condvar, Mutex, MutexGuard},
+        sync::atomic::{
+            fence, AtomicBool, AtomicI32, AtomicIsize, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize,
+        },
+        sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
         thread,
     };
     pub(crate) use std::sync::atomic::Ordering;
     #[cfg(not(loom))]
     pub(crate) use std::{
-        sync::atomic::{fence, AtomicBool, AtomicI32, AtomicIsize, AtomicU32, AtomicUsize},
-        sync::{Arc, Condvar, Mutex, MutexGuard},
+        sync::atomic::{
+            fence, AtomicBool, AtomicI32, AtomicIsize, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize,
+        },
+        sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
         thread,
     };
 

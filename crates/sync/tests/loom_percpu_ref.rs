@@ -18,7 +18,7 @@
 //! down.
 //!
 //! What fails the models added with the two races above (each mutation was
-//! applied to `src/percpu_ref.rs` alone, the model run, the file restored):
+//! applied to `src/percpu_ref/` alone, the model run, the file restored):
 //! * `resurrect_against_the_last_put`: release running twice in one life
 //!   or while the holder still uses the object, a revived ref that is dead
 //!   or not back in per-CPU mode, or a lost or extra count, which shows as a
@@ -539,7 +539,7 @@ fn kill_during_switch_to_atomic() {
 /// confirm and after the reader's use; `tryget_live` fails once the kill's
 /// confirm has run.
 ///
-/// Mutation checks (each applied to `src/percpu_ref.rs` alone, the model
+/// Mutation checks (each applied to `src/percpu_ref/` alone, the model
 /// run, the file restored): `kill` going through the waiting mode switch
 /// again (inside the callback it panics, recorded; without that check loom
 /// reports the deadlock); its confirm run at once instead of chained
