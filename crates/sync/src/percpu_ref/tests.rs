@@ -25,6 +25,27 @@ fn counted(flags: InitFlags) -> (PercpuRef, StdArc<AtomicUsize>, StdArc<Completi
     (r, releases, released)
 }
 
+/// The events of a test, in the order they happened.
+type Log = StdArc<std::sync::Mutex<Vec<&'static str>>>;
+
+/// A shared ref whose release logs `"release"` and completes the returned
+/// completion.
+fn logged(flags: InitFlags) -> (StdArc<PercpuRef>, Log, StdArc<Completion>) {
+    let order: Log = StdArc::new(std::sync::Mutex::new(Vec::new()));
+    let released = StdArc::new(Completion::new());
+    let r = {
+        let (order, released) = (StdArc::clone(&order), StdArc::clone(&released));
+        PercpuRef::new(
+            move || {
+                order.lock().unwrap().push("release");
+                released.complete_all();
+            },
+            flags,
+        )
+    };
+    (StdArc::new(r), order, released)
+}
+
 #[test]
 fn init_flags_set_the_initial_state() {
     let (r, n, _) = counted(InitFlags::NONE);
@@ -96,18 +117,7 @@ fn release_waits_for_cross_thread_puts() {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn confirm_runs_before_release_and_tryget_live_fails_after_it() {
-    let order = StdArc::new(std::sync::Mutex::new(Vec::new()));
-    let released = StdArc::new(Completion::new());
-    let r = {
-        let (order, released) = (StdArc::clone(&order), StdArc::clone(&released));
-        StdArc::new(PercpuRef::new(
-            move || {
-                order.lock().unwrap().push("release");
-                released.complete_all();
-            },
-            InitFlags::NONE,
-        ))
-    };
+    let (r, order, released) = logged(InitFlags::NONE);
     r.get(); // a user keeps it alive past the confirm
     let confirmed = StdArc::new(Completion::new());
     {
@@ -493,18 +503,7 @@ fn waiting_forms_inside_rcu_callback_with_a_switch_in_flight_panic() {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn async_forms_inside_rcu_callback_confirm_and_release() {
-    let order = StdArc::new(std::sync::Mutex::new(Vec::new()));
-    let released = StdArc::new(Completion::new());
-    let r = {
-        let (order, released) = (StdArc::clone(&order), StdArc::clone(&released));
-        StdArc::new(PercpuRef::new(
-            move || {
-                order.lock().unwrap().push("release");
-                released.complete_all();
-            },
-            InitFlags::NONE,
-        ))
-    };
+    let (r, order, released) = logged(InitFlags::NONE);
     let (r2, o1, o2) = (
         StdArc::clone(&r),
         StdArc::clone(&order),

@@ -341,15 +341,7 @@ impl RefLock {
     /// ```
     pub fn start_write<T>(&self, guard: &DomainWriteGuard<'_, T>) {
         let core = guard.core();
-        // Relaxed: only our domain stores a pointer to our core, under our
-        // write lock, which ordered that store before us; any other value
-        // (null, another core) means the object is not ours.
-        if !ptr::eq(self.owner.load(Ordering::Relaxed), core) {
-            panic!(
-                "RefLock::start_write: the object is not attached to the write guard's domain \
-                 (it is detached, or attached to another domain)"
-            );
-        }
+        self.assert_attached_to(core, "RefLock::start_write");
         // Relaxed: `lock_seq` equals this cycle's number only if this thread
         // (the guard is neither Send nor Sync) stored it, earlier in this
         // cycle.
@@ -357,6 +349,21 @@ impl RefLock {
             return;
         }
         self.start_write_slow(core, guard.seq);
+    }
+
+    /// Panics, naming `caller`, unless the object is attached to the domain
+    /// whose core is `core` (the write guard's).
+    #[track_caller]
+    fn assert_attached_to(&self, core: &DomainCore, caller: &str) {
+        // Relaxed: only our domain stores a pointer to our core, under our
+        // write lock, which ordered that store before us; any other value
+        // (null, another core) means the object is not ours.
+        if !ptr::eq(self.owner.load(Ordering::Relaxed), core) {
+            panic!(
+                "{caller}: the object is not attached to the write guard's domain \
+                 (it is detached, or attached to another domain)"
+            );
+        }
     }
 
     #[cold]
@@ -477,13 +484,8 @@ impl RefLock {
     /// ```
     pub fn detach<T>(&self, guard: &DomainWriteGuard<'_, T>) {
         let core = guard.core();
-        // Relaxed (both): see start_write().
-        if !ptr::eq(self.owner.load(Ordering::Relaxed), core) {
-            panic!(
-                "RefLock::detach: the object is not attached to the write guard's domain \
-                 (it is detached, or attached to another domain)"
-            );
-        }
+        self.assert_attached_to(core, "RefLock::detach");
+        // Relaxed: see start_write().
         if self.lock_seq.load(Ordering::Relaxed) != guard.seq {
             panic!(
                 "RefLock::detach: the object is not write-locked in this write cycle; \
