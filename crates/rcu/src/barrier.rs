@@ -18,6 +18,8 @@
 //! The futex pair (`futex_wait` / `futex_wake`) lets a grace period sleep while
 //! a long reader finishes; under loom both become a yield.
 
+#[cfg(not(loom))]
+use crate::contain::report_contained;
 use crate::sync::{compiler_fence, fence, AtomicU8, Ordering};
 
 /// How the read side is made safe. See the crate documentation.
@@ -39,14 +41,10 @@ const FENCE: u8 = 2;
 pub(crate) struct Mode(AtomicU8);
 
 impl Mode {
-    #[cfg(not(loom))]
-    pub(crate) const fn new() -> Self {
-        Mode(AtomicU8::new(UNINIT))
-    }
-
-    #[cfg(loom)]
-    pub(crate) fn new() -> Self {
-        Mode(AtomicU8::new(UNINIT))
+    loom_const_fn! {
+        pub(crate) fn new() -> Self {
+            Mode(AtomicU8::new(UNINIT))
+        }
     }
 
     /// Decide the mode. Must be called with the registry lock held (that lock
@@ -65,14 +63,6 @@ impl Mode {
             MEMBARRIER
         };
         self.0.store(mode, Ordering::Relaxed);
-    }
-
-    /// [`Self::ensure_init`], taking the registry lock for it.
-    pub(crate) fn ensure_init_locked(&self, domain: &crate::domain::Domain) {
-        if self.get().is_none() {
-            let _registry = crate::sync::lock(&domain.readers);
-            self.ensure_init();
-        }
     }
 
     #[inline(always)]
@@ -125,26 +115,6 @@ pub(crate) fn reader_barrier(membarrier: bool) {
     }
 }
 
-/// The barrier mode in force for this process, deciding it now if no thread
-/// has used RCU yet.
-///
-/// # Blocking
-///
-/// Takes the reader-registry mutex once, to decide the mode on first use
-/// (a `membarrier` query and registration syscall); lock-free afterwards.
-///
-/// # Example
-///
-/// ```
-/// let mode = shrinker_rcu::barrier_mode();
-/// assert!(matches!(mode, shrinker_rcu::BarrierMode::Membarrier | shrinker_rcu::BarrierMode::Fence));
-/// ```
-pub fn barrier_mode() -> BarrierMode {
-    let mode = &crate::domain::domain().gp.mode;
-    mode.ensure_init_locked(crate::domain::domain());
-    mode.get().unwrap_or(BarrierMode::Fence)
-}
-
 fn forced_fence() -> bool {
     #[cfg(not(loom))]
     {
@@ -170,7 +140,7 @@ fn register_membarrier() -> bool {
     {
         // Contained: we hold the registry lock, inside a reader's first
         // `read_lock`.
-        crate::callback::report_contained(|| {
+        report_contained(|| {
             tracing::info!("membarrier PRIVATE_EXPEDITED unsupported; RCU readers use fences")
         });
         return false;
@@ -178,7 +148,7 @@ fn register_membarrier() -> bool {
     match membarrier(MembarrierCommand::RegisterPrivateExpedited) {
         Ok(()) => true,
         Err(e) => {
-            crate::callback::report_contained(
+            report_contained(
                 || tracing::info!(error = %e, "membarrier registration refused; RCU readers use fences"),
             );
             false

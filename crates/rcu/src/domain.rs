@@ -3,13 +3,18 @@
 //! There is one domain per process, like the kernel's `rcu_state`. Keeping its
 //! state in one struct (rather than scattered statics) lets loom build a fresh
 //! domain for every execution.
+//!
+//! The domain sits above the pieces of state it owns (`barrier.rs`'s mode,
+//! `registry.rs`'s reader lists, `callback/queue.rs`'s queues) and below the
+//! code that acts on it (`reader.rs`, `grace.rs`, the callback worker): see
+//! "Layout" in the crate docs.
 
 use crossbeam_utils::CachePadded;
 
-use crate::barrier::Mode;
-use crate::callback::Callbacks;
-use crate::grace::ReaderLists;
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex};
+use crate::barrier::{BarrierMode, Mode};
+use crate::callback::queue::Callbacks;
+use crate::registry::{ReaderLists, GP_COUNT};
+use crate::sync::{lock, AtomicU32, AtomicU64, AtomicUsize, Mutex};
 
 /// The words every reader touches, on one cache line of their own: read-mostly,
 /// written only by a grace period (`ctr` flip, `futex`) and once at start-up
@@ -40,36 +45,29 @@ pub(crate) struct Domain {
 }
 
 impl Domain {
-    #[cfg(not(loom))]
-    const fn new() -> Self {
-        Domain {
-            gp: CachePadded::new(GpWord {
-                ctr: AtomicUsize::new(crate::grace::GP_COUNT),
-                futex: AtomicU32::new(0),
-                mode: Mode::new(),
-            }),
-            seq: CachePadded::new(AtomicU64::new(0)),
-            gp_lock: Mutex::new(()),
-            readers: Mutex::new(ReaderLists::new()),
-            defunct_readers: CachePadded::new(AtomicUsize::new(0)),
-            callbacks: Callbacks::new(),
+    loom_const_fn! {
+        fn new() -> Self {
+            Domain {
+                gp: CachePadded::new(GpWord {
+                    ctr: AtomicUsize::new(GP_COUNT),
+                    futex: AtomicU32::new(0),
+                    mode: Mode::new(),
+                }),
+                seq: CachePadded::new(AtomicU64::new(0)),
+                gp_lock: Mutex::new(()),
+                readers: Mutex::new(ReaderLists::new()),
+                defunct_readers: CachePadded::new(AtomicUsize::new(0)),
+                callbacks: Callbacks::new(),
+            }
         }
     }
 
-    #[cfg(loom)]
-    fn new() -> Self {
-        LOOM_DOMAIN_LIVE.with(|live| live.set(true));
-        Domain {
-            gp: CachePadded::new(GpWord {
-                ctr: AtomicUsize::new(crate::grace::GP_COUNT),
-                futex: AtomicU32::new(0),
-                mode: Mode::new(),
-            }),
-            seq: CachePadded::new(AtomicU64::new(0)),
-            gp_lock: Mutex::new(()),
-            readers: Mutex::new(ReaderLists::new()),
-            defunct_readers: CachePadded::new(AtomicUsize::new(0)),
-            callbacks: Callbacks::new(),
+    /// Decide the barrier mode now if no reader has yet, taking the registry
+    /// lock for it ([`Mode::ensure_init`] must run under that lock).
+    pub(crate) fn ensure_barrier_mode(&self) {
+        if self.gp.mode.get().is_none() {
+            let _registry = lock(&self.readers);
+            self.gp.mode.ensure_init();
         }
     }
 }
@@ -96,11 +94,34 @@ static DOMAIN: Domain = Domain::new();
 
 #[cfg(loom)]
 loom::lazy_static! {
-    static ref DOMAIN: Domain = Domain::new();
+    static ref DOMAIN: Domain = {
+        LOOM_DOMAIN_LIVE.with(|live| live.set(true));
+        Domain::new()
+    };
 }
 
 /// The process-wide domain.
 #[inline(always)]
 pub(crate) fn domain() -> &'static Domain {
     &DOMAIN
+}
+
+/// The barrier mode in force for this process, deciding it now if no thread
+/// has used RCU yet.
+///
+/// # Blocking
+///
+/// Takes the reader-registry mutex once, to decide the mode on first use
+/// (a `membarrier` query and registration syscall); lock-free afterwards.
+///
+/// # Example
+///
+/// ```
+/// let mode = shrinker_rcu::barrier_mode();
+/// assert!(matches!(mode, shrinker_rcu::BarrierMode::Membarrier | shrinker_rcu::BarrierMode::Fence));
+/// ```
+pub fn barrier_mode() -> BarrierMode {
+    let domain = domain();
+    domain.ensure_barrier_mode();
+    domain.gp.mode.get().unwrap_or(BarrierMode::Fence)
 }

@@ -1,16 +1,7 @@
 //! Grace periods: liburcu's two-phase parity algorithm, batched by sequence number.
 //!
-//! # Reader states
-//!
-//! A reader's `ctr` word is `nesting | phase`, where `nesting` is the low half
-//! (`NEST_MASK`) and `phase` one high bit (`PHASE`). Against the global
-//! `gp.ctr` (`GP_COUNT | current phase`) a reader is:
-//!
-//! | `ctr & NEST_MASK` | `(ctr ^ gp.ctr) & PHASE` | state |
-//! |---|---|---|
-//! | 0 | — | `Inactive`: quiescent |
-//! | > 0 | 0 | `ActiveCurrent`: in a section that saw the current phase |
-//! | > 0 | `PHASE` | `ActiveOld`: in a section that saw the previous phase |
+//! The reader states (`Inactive`, `ActiveCurrent`, `ActiveOld`) are defined
+//! in `registry.rs`.
 //!
 //! # The protocol (`Domain::run_grace_period`)
 //!
@@ -68,152 +59,14 @@
 //! runs a grace period only if nobody else's has satisfied the cookie by then;
 //! N concurrent callers therefore cost at most two grace periods.
 
-use crate::barrier::{futex_wait, futex_wake};
+use crate::barrier::futex_wait;
 use crate::domain::{domain, Domain};
-use crate::reader::Reader;
+use crate::registry::{FUTEX_WAITING, PHASE};
 use crate::sync::{fence, lock, spin_hint, Ordering};
-
-/// One reader section in the nesting count.
-pub(crate) const GP_COUNT: usize = 1;
-/// The phase bit: the upper half's lowest bit (bit 32 on 64-bit targets).
-pub(crate) const PHASE: usize = 1 << (usize::BITS / 2);
-/// The nesting count.
-pub(crate) const NEST_MASK: usize = PHASE - 1;
-
-/// `gp.futex` while a grace period sleeps (liburcu's `-1`).
-pub(crate) const FUTEX_WAITING: u32 = u32::MAX;
 
 /// Busy-wait scans before sleeping (liburcu's `RCU_QS_ACTIVE_ATTEMPTS`).
 /// Under loom, two, so that the models also explore the sleeping handshake.
 const ACTIVE_ATTEMPTS: u32 = if cfg!(loom) { 2 } else { 100 };
-
-#[derive(Copy, Clone, PartialEq, Eq, Debug)]
-enum ReaderState {
-    Inactive,
-    ActiveCurrent,
-    ActiveOld,
-}
-
-#[inline]
-fn reader_state(ctr: usize, gp_ctr: usize) -> ReaderState {
-    if ctr & NEST_MASK == 0 {
-        ReaderState::Inactive
-    } else if (ctr ^ gp_ctr) & PHASE == 0 {
-        ReaderState::ActiveCurrent
-    } else {
-        ReaderState::ActiveOld
-    }
-}
-
-/// A registered reader record. Records live in their thread's thread-local
-/// storage; a record is in exactly one of the lists below from registration
-/// until its thread unregisters it (under the registry lock) at exit, so a
-/// pointer read from a list under the lock is always live.
-#[derive(Copy, Clone, PartialEq, Eq, Debug)]
-pub(crate) struct ReaderRef(pub(crate) *const Reader);
-
-// SAFETY: a `ReaderRef` is only dereferenced under the registry lock, while
-// its record is registered and therefore alive (see `ReaderRef`); `Reader`
-// itself is made of atomics, so sharing it across threads is sound.
-unsafe impl Send for ReaderRef {}
-
-/// The registry, partitioned the way a grace period needs it.
-pub(crate) struct ReaderLists {
-    /// Not yet looked at by the current grace period (all readers when idle).
-    registry: Vec<ReaderRef>,
-    /// Seen `ActiveCurrent` in phase 1: must be re-checked after the flip.
-    cur_snap: Vec<ReaderRef>,
-    /// Seen quiescent by the current grace period.
-    qs: Vec<ReaderRef>,
-}
-
-impl ReaderLists {
-    #[cfg(not(loom))]
-    pub(crate) const fn new() -> Self {
-        ReaderLists {
-            registry: Vec::new(),
-            cur_snap: Vec::new(),
-            qs: Vec::new(),
-        }
-    }
-
-    #[cfg(loom)]
-    pub(crate) fn new() -> Self {
-        ReaderLists {
-            registry: Vec::new(),
-            cur_snap: Vec::new(),
-            qs: Vec::new(),
-        }
-    }
-
-    pub(crate) fn register(&mut self, reader: ReaderRef) {
-        self.registry.push(reader);
-    }
-
-    /// Remove `reader` from whichever list holds it (a grace period may be
-    /// between scans).
-    pub(crate) fn unregister(&mut self, reader: ReaderRef) {
-        for list in [&mut self.registry, &mut self.cur_snap, &mut self.qs] {
-            if let Some(i) = list.iter().position(|r| *r == reader) {
-                list.swap_remove(i);
-                return;
-            }
-        }
-        debug_assert!(false, "unregistering an RCU reader that is not registered");
-    }
-
-    /// Number of registered readers, whichever list holds them.
-    pub(crate) fn len(&self) -> usize {
-        self.registry.len() + self.cur_snap.len() + self.qs.len()
-    }
-
-    /// Phase 1 scan: move quiescent readers to `qs` and current-phase readers
-    /// to `cur_snap`; true once no old-phase reader is left.
-    fn scan_phase1(&mut self, gp_ctr: usize) -> bool {
-        let mut i = 0;
-        while i < self.registry.len() {
-            match self.state_of(self.registry[i], gp_ctr) {
-                ReaderState::Inactive => self.qs.push(self.registry.swap_remove(i)),
-                ReaderState::ActiveCurrent => self.cur_snap.push(self.registry.swap_remove(i)),
-                ReaderState::ActiveOld => i += 1,
-            }
-        }
-        self.registry.is_empty()
-    }
-
-    /// Phase 2 scan (after the flip): readers remembered in phase 1 leave
-    /// `cur_snap` once they are no longer in their old-phase section.
-    fn scan_phase2(&mut self, gp_ctr: usize) -> bool {
-        let mut i = 0;
-        while i < self.cur_snap.len() {
-            match self.state_of(self.cur_snap[i], gp_ctr) {
-                ReaderState::Inactive | ReaderState::ActiveCurrent => {
-                    self.qs.push(self.cur_snap.swap_remove(i))
-                }
-                ReaderState::ActiveOld => i += 1,
-            }
-        }
-        self.cur_snap.is_empty()
-    }
-
-    fn finish(&mut self) {
-        debug_assert!(self.cur_snap.is_empty());
-        self.registry.append(&mut self.qs);
-    }
-
-    #[inline]
-    fn state_of(&self, reader: ReaderRef, gp_ctr: usize) -> ReaderState {
-        // SAFETY: `reader` is in one of our lists and we hold the registry
-        // lock (we are `&mut self` behind it), so its record is alive.
-        let ctr = unsafe { &*reader.0 }
-            .ctr
-            // Acquire: pairs with the Release `ctr` store in `read_unlock`;
-            // with the barriers of steps 2 and 6 it orders the section's
-            // reads before our caller's frees.
-            .load(Ordering::Acquire);
-        reader_state(ctr, gp_ctr)
-    }
-}
 
 #[derive(Copy, Clone, PartialEq, Eq)]
 enum Phase {
@@ -274,7 +127,7 @@ impl Domain {
         // Step 1. Relaxed + the SeqCst barrier of step 2 (see `cookie`).
         self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
 
-        self.gp.mode.ensure_init_locked(self);
+        self.ensure_barrier_mode();
 
         // Step 2.
         self.gp.mode.master_barrier();
@@ -354,14 +207,6 @@ impl Domain {
             return;
         }
         futex_wait(&self.gp.futex, FUTEX_WAITING);
-    }
-
-    /// Called by a reader that saw `FUTEX_WAITING` after leaving its section.
-    #[cold]
-    pub(crate) fn wake_gp(&self) {
-        // Relaxed: the grace period re-scans after waking; see module doc.
-        self.gp.futex.store(0, Ordering::Relaxed);
-        futex_wake(&self.gp.futex);
     }
 }
 
@@ -466,20 +311,6 @@ pub(crate) fn completed() -> u64 {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reader_states() {
-        let gp = GP_COUNT;
-        assert_eq!(reader_state(0, gp), ReaderState::Inactive);
-        assert_eq!(reader_state(PHASE, gp), ReaderState::Inactive);
-        assert_eq!(reader_state(GP_COUNT, gp), ReaderState::ActiveCurrent);
-        assert_eq!(reader_state(GP_COUNT + 3, gp), ReaderState::ActiveCurrent);
-        assert_eq!(reader_state(PHASE | GP_COUNT, gp), ReaderState::ActiveOld);
-        assert_eq!(
-            reader_state(PHASE | GP_COUNT, gp ^ PHASE),
-            ReaderState::ActiveCurrent
-        );
-    }
 
     #[test]
     fn cookie_arithmetic() {

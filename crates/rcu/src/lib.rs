@@ -95,6 +95,33 @@
 //! * A callback that panics while already unwinding (a `Drop` that panics
 //!   during a panic) aborts the process, as anywhere in Rust.
 //!
+//! # Layout
+//!
+//! Each file is one concern; imports flow one way, from the bottom of this
+//! table to the top, never back (the unit tests excepted):
+//!
+//! ```text
+//!   ptr.rs, list.rs        RcuPtr, RcuList: what users build on the API
+//!        │
+//!   callback/              call_rcu & co: mod.rs (API, enqueue), worker.rs
+//!        │
+//!   grace.rs               synchronize_rcu, the polled API, the protocol
+//!        │
+//!   reader.rs              read_lock, ReadGuard, thread registration
+//!        │
+//!   domain.rs              the one process-wide state, barrier_mode()
+//!        │
+//!   registry.rs, callback/queue.rs, barrier.rs
+//!                          the state the domain owns: reader records and
+//!                          lists, callback queues, the barrier pair
+//!        │
+//!   contain.rs, sync (here) panic containment; the std/loom switch
+//! ```
+//!
+//! A file may use any file below it. `callback/queue.rs` is below the
+//! domain although its folder is above: the domain owns the queues, the
+//! rest of the folder acts on them.
+//!
 //! # Example
 //!
 //! ```
@@ -128,19 +155,33 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+/// `const fn` under std, plain `fn` under loom (whose atomics and locks have
+/// no `const` constructors): one body for both.
+macro_rules! loom_const_fn {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident() -> $ret:ty $body:block) => {
+        #[cfg(not(loom))]
+        $(#[$attr])* $vis const fn $name() -> $ret $body
+        #[cfg(loom)]
+        $(#[$attr])* $vis fn $name() -> $ret $body
+    };
+}
+
 mod barrier;
 mod callback;
+mod contain;
 mod domain;
 mod grace;
 mod list;
 mod ptr;
 mod reader;
+mod registry;
 
-pub use barrier::{barrier_mode, BarrierMode};
+pub use barrier::BarrierMode;
 pub use callback::{
     call_rcu, call_rcu_lazy, call_rcu_throttled, defer_drop, defer_drop_throttled, flush_lazy,
     in_callback, lazy_pending, rcu_barrier, stats, try_flush_lazy, tunables, Stats, Tunables,
 };
+pub use domain::barrier_mode;
 pub use grace::{cond_synchronize, get_state, poll_state, synchronize_rcu, GpState};
 pub use list::{Iter, ListWriter, RcuList, Removed};
 pub use ptr::{RcuPtr, Retired};

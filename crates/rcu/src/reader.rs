@@ -1,7 +1,7 @@
 //! The read side: `read_lock`, `ReadGuard`, and per-thread registration.
 //!
 //! Each thread owns one [`Reader`] record in its thread-local storage: the
-//! `ctr` word described in `grace.rs`. Only the owning thread writes it; grace
+//! `ctr` word described in `registry.rs`. Only the owning thread writes it; grace
 //! periods read it through the registry.
 //!
 //! # Registration states (`ReaderTls::state`)
@@ -29,15 +29,10 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 
-use crate::barrier::reader_barrier;
-use crate::domain::domain;
-use crate::grace::{ReaderRef, FUTEX_WAITING, GP_COUNT, NEST_MASK};
+use crate::barrier::{futex_wake, reader_barrier};
+use crate::domain::{domain, Domain};
+use crate::registry::{Reader, ReaderRef, FUTEX_WAITING, GP_COUNT, NEST_MASK};
 use crate::sync::{fence, lock, AtomicUsize, Ordering};
-
-/// A thread's reader record: `nesting | phase`, see `grace.rs`.
-pub(crate) struct Reader {
-    pub(crate) ctr: AtomicUsize,
-}
 
 const UNREGISTERED: u8 = 0;
 const REGISTERED: u8 = 1;
@@ -152,7 +147,7 @@ impl ReaderTls {
             reader_barrier(membarrier);
             // Relaxed: see the handshake.
             if domain.gp.futex.load(Ordering::Relaxed) == FUTEX_WAITING {
-                domain.wake_gp();
+                wake_grace_period(domain);
             }
         } else {
             // Relaxed: nesting only.
@@ -187,7 +182,7 @@ impl ReaderTls {
         fence(Ordering::SeqCst);
         // Relaxed: see the handshake in grace.rs.
         if domain.gp.futex.load(Ordering::Relaxed) == FUTEX_WAITING {
-            domain.wake_gp();
+            wake_grace_period(domain);
         }
     }
 
@@ -314,6 +309,16 @@ pub fn read_lock() -> ReadGuard {
     ReadGuard {
         _not_send: PhantomData,
     }
+}
+
+/// Wake a grace period sleeping on `gp.futex`: called by a reader that saw
+/// `FUTEX_WAITING` after leaving its section (the right column of the
+/// handshake in grace.rs, "Sleeping").
+#[cold]
+fn wake_grace_period(domain: &Domain) {
+    // Relaxed: the grace period re-scans after waking; see grace.rs.
+    domain.gp.futex.store(0, Ordering::Relaxed);
+    futex_wake(&domain.gp.futex);
 }
 
 /// Is the current thread inside a read-side critical section?

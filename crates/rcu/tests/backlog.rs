@@ -8,15 +8,18 @@
 //! so a regression that blocks fails instead of hanging the suite.
 #![cfg(not(loom))]
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shrinker_rcu::{
     call_rcu, call_rcu_lazy, call_rcu_throttled, defer_drop, defer_drop_throttled, rcu_barrier,
     read_lock, stats, tunables,
 };
+
+use common::with_deadline;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -39,24 +42,6 @@ impl Drop for Marks {
         t.set_high_water(10_000);
         t.set_backlog_limit(100_000);
         t.set_batch_delay(Duration::from_millis(1));
-    }
-}
-
-/// Run `body` on its own thread; fail if it has not finished within `secs`.
-fn with_deadline(secs: u64, what: &str, body: impl FnOnce() + Send + 'static) {
-    let (done_tx, done_rx) = mpsc::channel();
-    let t = thread::spawn(move || {
-        body();
-        let _ = done_tx.send(());
-    });
-    match done_rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(p) = t.join() {
-                std::panic::resume_unwind(p)
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: not done after {secs} s"),
     }
 }
 

@@ -4,34 +4,20 @@
 //! instead of hanging the suite.
 #![cfg(not(loom))]
 
+mod common;
+
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
 use shrinker_rcu::{
     call_rcu, cond_synchronize, defer_drop, get_state, in_callback, in_read_section, rcu_barrier,
     read_lock, synchronize_rcu, RcuList, RcuPtr,
 };
 
-fn with_deadline(secs: u64, what: &str, body: impl FnOnce() + Send + 'static) {
-    let (done_tx, done_rx) = mpsc::channel();
-    let t = thread::spawn(move || {
-        body();
-        let _ = done_tx.send(());
-    });
-    match done_rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(p) = t.join() {
-                std::panic::resume_unwind(p)
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: not done after {secs} s"),
-    }
-}
+use common::with_deadline;
 
 /// The worker is not inside a read-side section while it invokes callbacks,
 /// so the waiting forms of the grace-period API work from a callback (they

@@ -33,6 +33,22 @@ impl Obj {
     }
 }
 
+/// A published object holding 1.
+fn published() -> Arc<RcuPtr<Obj>> {
+    Arc::new(RcuPtr::new(Obj(UnsafeCell::new(1))))
+}
+
+/// A reader thread running `sections` read-side sections on `p`, one after
+/// the other.
+fn spawn_reader(p: &Arc<RcuPtr<Obj>>, sections: usize) -> thread::JoinHandle<()> {
+    let p = p.clone();
+    thread::spawn(move || {
+        for _ in 0..sections {
+            read_once(&p);
+        }
+    })
+}
+
 fn read_once(p: &RcuPtr<Obj>) {
     let g = read_lock();
     if let Some(o) = p.load(&g) {
@@ -46,11 +62,8 @@ fn read_once(p: &RcuPtr<Obj>) {
 #[test]
 fn synchronize_orders_reader_before_free() {
     loom::model(|| {
-        let p = Arc::new(RcuPtr::new(Obj(UnsafeCell::new(1))));
-        let reader = {
-            let p = p.clone();
-            thread::spawn(move || read_once(&p))
-        };
+        let p = published();
+        let reader = spawn_reader(&p, 1);
         let old = p.replace(Obj(UnsafeCell::new(2))).unwrap();
         let old = old.into_box(); // synchronize_rcu()
         old.poison();
@@ -63,17 +76,11 @@ fn synchronize_orders_reader_before_free() {
 #[test]
 fn two_phase_covers_back_to_back_sections() {
     loom::model(|| {
-        let p = Arc::new(RcuPtr::new(Obj(UnsafeCell::new(1))));
-        let reader = {
-            let p = p.clone();
-            thread::spawn(move || {
-                read_once(&p);
-                read_once(&p);
-            })
-        };
+        let p = published();
+        let reader = spawn_reader(&p, 2);
         let old = p.replace(Obj(UnsafeCell::new(2))).unwrap();
         synchronize_rcu();
-        let old = old.try_into_box().ok().expect("grace period has passed");
+        let old = old.try_into_box().expect("grace period has passed");
         old.poison();
         reader.join().unwrap();
     });
@@ -84,11 +91,8 @@ fn two_phase_covers_back_to_back_sections() {
 #[test]
 fn call_rcu_runs_after_pre_existing_readers() {
     loom::model(|| {
-        let p = Arc::new(RcuPtr::new(Obj(UnsafeCell::new(1))));
-        let reader = {
-            let p = p.clone();
-            thread::spawn(move || read_once(&p))
-        };
+        let p = published();
+        let reader = spawn_reader(&p, 1);
         let old = p.replace(Obj(UnsafeCell::new(2))).unwrap();
         call_rcu(move || {
             let b = old.into_box(); // the grace period has passed: no wait
@@ -103,8 +107,8 @@ fn call_rcu_runs_after_pre_existing_readers() {
 #[test]
 fn concurrent_synchronize_callers() {
     loom::model(|| {
-        let p = Arc::new(RcuPtr::new(Obj(UnsafeCell::new(1))));
-        let q = Arc::new(RcuPtr::new(Obj(UnsafeCell::new(1))));
+        let p = published();
+        let q = published();
         let updater = {
             let q = q.clone();
             thread::spawn(move || {
@@ -136,7 +140,7 @@ fn concurrent_synchronize_callers() {
 #[test]
 fn main_thread_reads_while_another_synchronizes() {
     loom::model(|| {
-        let p = Arc::new(RcuPtr::new(Obj(UnsafeCell::new(1))));
+        let p = published();
         let updater = {
             let p = p.clone();
             thread::spawn(move || {

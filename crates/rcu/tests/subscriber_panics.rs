@@ -6,14 +6,16 @@
 //! Its own test binary: it installs a process-wide subscriber.
 #![cfg(not(loom))]
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread;
-use std::time::Duration;
+use std::sync::Arc;
 
 use shrinker_rcu::{call_rcu, rcu_barrier, stats, tunables};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
+
+use common::with_deadline;
 
 static EVENTS: AtomicUsize = AtomicUsize::new(0);
 
@@ -38,23 +40,6 @@ impl Subscriber for PanickingSubscriber {
     }
     fn enter(&self, _: &Id) {}
     fn exit(&self, _: &Id) {}
-}
-
-fn with_deadline(secs: u64, what: &str, body: impl FnOnce() + Send + 'static) {
-    let (done_tx, done_rx) = mpsc::channel();
-    let t = thread::spawn(move || {
-        body();
-        let _ = done_tx.send(());
-    });
-    match done_rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(p) = t.join() {
-                std::panic::resume_unwind(p)
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: not done after {secs} s"),
-    }
 }
 
 /// One test, so that both checks see the subscriber installed.

@@ -6,32 +6,15 @@
 //! instead of hanging the suite.
 #![cfg(not(loom))]
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shrinker_rcu::{call_rcu, defer_drop, rcu_barrier, stats};
 
-/// Run `body` on its own thread; fail if it has not finished within `secs`
-/// (the thread is left behind: the process ends with the test binary).
-fn with_deadline(secs: u64, what: &str, body: impl FnOnce() + Send + 'static) {
-    let (done_tx, done_rx) = mpsc::channel();
-    let t = thread::spawn(move || {
-        body();
-        let _ = done_tx.send(());
-    });
-    match done_rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            // The body panicked: report its panic.
-            if let Err(p) = t.join() {
-                std::panic::resume_unwind(p)
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: not done after {secs} s"),
-    }
-}
+use common::with_deadline;
 
 /// A panic payload whose own `Drop` panics.
 struct PanicsOnDrop;

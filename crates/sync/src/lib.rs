@@ -56,6 +56,26 @@
 //! primitive left consistent; one run by the RCU worker is caught and
 //! counted there.
 //!
+//! # Layout
+//!
+//! One module per primitive; imports flow one way, from the bottom of this
+//! drawing to the top, never back (unit tests excepted):
+//!
+//! ```text
+//!   reflock/    mod.rs (essay) ← lock.rs ← domain.rs, state.rs
+//!      │
+//!   percpu_ref/ mod.rs (essay, PercpuRef) ← switch.rs ← count.rs ← state.rs
+//!      │
+//!   refcount/   mod.rs (essay, Refcount) ← saturation.rs
+//!   completion.rs, rcuwait.rs, slot.rs (leaves; reflock's domain waits on
+//!                                      an RcuWait, percpu_ref counts in slots)
+//!      │
+//!   sync (here): the std/loom switch every module takes its atomics from
+//! ```
+//!
+//! Read `a ← b` as "`a` uses `b`". A folder's `mod.rs` opens with the essay
+//! and a table of its files.
+//!
 //! # Checking
 //!
 //! The crate builds against [loom] with `RUSTFLAGS="--cfg loom"`: the private
@@ -95,15 +115,19 @@ pub struct ReadmeDoctests;
 pub(crate) mod sync {
     #[cfg(loom)]
     pub(crate) use loom::{
-        sync::atomic::{fence, AtomicBool, AtomicI32, AtomicIsize, AtomicU32, AtomicUsize},
-        sync::{Arc, Condvar, Mutex, MutexGuard},
+        sync::atomic::{
+            fence, AtomicBool, AtomicI32, AtomicIsize, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize,
+        },
+        sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
         thread,
     };
     pub(crate) use std::sync::atomic::Ordering;
     #[cfg(not(loom))]
     pub(crate) use std::{
-        sync::atomic::{fence, AtomicBool, AtomicI32, AtomicIsize, AtomicU32, AtomicUsize},
-        sync::{Arc, Condvar, Mutex, MutexGuard},
+        sync::atomic::{
+            fence, AtomicBool, AtomicI32, AtomicIsize, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize,
+        },
+        sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
         thread,
     };
 

@@ -19,23 +19,30 @@ struct Shared {
 // wait: the property under test, checked by loom.
 unsafe impl Sync for Shared {}
 
+/// A thread that writes 7 to `data`, then calls `complete` once.
+fn spawn_producer() -> (Arc<Shared>, thread::JoinHandle<()>) {
+    let s = Arc::new(Shared {
+        done: Completion::new(),
+        data: UnsafeCell::new(0),
+    });
+    let producer = {
+        let s = s.clone();
+        thread::spawn(move || {
+            // SAFETY: the consumers read `data` only after the completion
+            // (a successful `wait` or `try_wait`) orders them after this.
+            s.data.with_mut(|p| unsafe { *p = 7 });
+            s.done.complete();
+        })
+    };
+    (s, producer)
+}
+
 /// Everything written before `complete` is visible after `wait`, whichever
 /// of the two runs first.
 #[test]
 fn complete_publishes_to_wait() {
     loom::model(|| {
-        let s = Arc::new(Shared {
-            done: Completion::new(),
-            data: UnsafeCell::new(0),
-        });
-        let producer = {
-            let s = s.clone();
-            thread::spawn(move || {
-                // SAFETY: the consumer reads only after its wait succeeds.
-                s.data.with_mut(|p| unsafe { *p = 7 });
-                s.done.complete();
-            })
-        };
+        let (s, producer) = spawn_producer();
         s.done.wait();
         // SAFETY: ordered after the producer's write by the completion.
         assert_eq!(s.data.with(|p| unsafe { *p }), 7);
@@ -48,18 +55,7 @@ fn complete_publishes_to_wait() {
 #[test]
 fn try_wait_publishes_when_it_succeeds() {
     loom::model(|| {
-        let s = Arc::new(Shared {
-            done: Completion::new(),
-            data: UnsafeCell::new(0),
-        });
-        let producer = {
-            let s = s.clone();
-            thread::spawn(move || {
-                // SAFETY: read only after a successful try_wait.
-                s.data.with_mut(|p| unsafe { *p = 7 });
-                s.done.complete();
-            })
-        };
+        let (s, producer) = spawn_producer();
         if s.done.try_wait() {
             // SAFETY: ordered after the write by the completion.
             assert_eq!(s.data.with(|p| unsafe { *p }), 7);

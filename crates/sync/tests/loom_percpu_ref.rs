@@ -18,7 +18,7 @@
 //! down.
 //!
 //! What fails the models added with the two races above (each mutation was
-//! applied to `src/percpu_ref.rs` alone, the model run, the file restored):
+//! applied to `src/percpu_ref/` alone, the model run, the file restored):
 //! * `resurrect_against_the_last_put`: release running twice in one life
 //!   or while the holder still uses the object, a revived ref that is dead
 //!   or not back in per-CPU mode, or a lost or extra count, which shows as a
@@ -414,6 +414,15 @@ struct Calls {
 }
 
 impl Calls {
+    fn new() -> Arc<Self> {
+        Arc::new(Calls {
+            switch_called: AtomicBool::new(false),
+            kill_called: AtomicBool::new(false),
+            switch_confirmed: AtomicUsize::new(0),
+            kill_confirmed: AtomicUsize::new(0),
+        })
+    }
+
     fn kill_confirmed(&self) -> bool {
         // Acquire: pairs with the Release increment in the kill's confirm.
         self.kill_confirmed.load(Ordering::Acquire) >= 1
@@ -422,6 +431,62 @@ impl Calls {
         // Acquire: pairs with the Release increment in the switch's confirm.
         self.switch_confirmed.load(Ordering::Acquire) >= 1
     }
+}
+
+/// A per-CPU ref whose release checks that the kill's confirm ran first,
+/// poisons the payload and counts itself.
+fn released_after_the_kills_confirm(
+    payload: &Arc<Payload>,
+    broken: &Arc<Broken>,
+    calls: &Arc<Calls>,
+) -> Arc<PercpuRef> {
+    let (p, b, c) = (payload.clone(), broken.clone(), calls.clone());
+    Arc::new(PercpuRef::new(
+        move || {
+            b.check(c.kill_confirmed(), "release before the kill's confirm");
+            b.guard("release", || p.write(POISON));
+            // Relaxed: a counter read after the model's joins.
+            p.releases.fetch_add(1, Ordering::Relaxed);
+        },
+        InitFlags::NONE,
+    ))
+}
+
+/// A reader's `tryget_live` + use + put, which must fail once the kill's
+/// confirm has run.
+fn spawn_live_reader(
+    r: &Arc<PercpuRef>,
+    payload: &Arc<Payload>,
+    calls: &Arc<Calls>,
+) -> thread::JoinHandle<()> {
+    let (r, payload, c) = (r.clone(), payload.clone(), calls.clone());
+    thread::spawn(move || {
+        let after_confirm = c.kill_confirmed();
+        let got = r.tryget_live();
+        assert!(
+            !(after_confirm && got),
+            "tryget_live succeeded after the kill's confirm"
+        );
+        if got {
+            assert_eq!(payload.read(), 1);
+            r.put();
+        }
+    })
+}
+
+/// After the joins: nothing broken, each confirm run once, released once.
+fn assert_each_confirmed_and_released_once(
+    r: &PercpuRef,
+    payload: &Payload,
+    broken: &Broken,
+    calls: &Calls,
+) {
+    broken.assert_none();
+    // Relaxed: read after the joins.
+    assert_eq!(calls.switch_confirmed.load(Ordering::Relaxed), 1);
+    assert_eq!(calls.kill_confirmed.load(Ordering::Relaxed), 1);
+    assert_eq!(payload.releases(), 1, "released exactly once");
+    assert!(r.is_zero() && r.is_dying());
 }
 
 /// `kill_and_confirm` while a `switch_to_atomic` may be in flight, and the
@@ -438,24 +503,8 @@ fn kill_during_switch_to_atomic() {
     loom::model(|| {
         let payload = Payload::new(1);
         let broken = Broken::new();
-        let calls = Arc::new(Calls {
-            switch_called: AtomicBool::new(false),
-            kill_called: AtomicBool::new(false),
-            switch_confirmed: AtomicUsize::new(0),
-            kill_confirmed: AtomicUsize::new(0),
-        });
-        let r = {
-            let (p, b, c) = (payload.clone(), broken.clone(), calls.clone());
-            Arc::new(PercpuRef::new(
-                move || {
-                    b.check(c.kill_confirmed(), "release before the kill's confirm");
-                    b.guard("release", || p.write(POISON));
-                    // Relaxed: a counter read after the model's joins.
-                    p.releases.fetch_add(1, Ordering::Relaxed);
-                },
-                InitFlags::NONE,
-            ))
-        };
+        let calls = Calls::new();
+        let r = released_after_the_kills_confirm(&payload, &broken, &calls);
         let switcher = {
             let (r, b, c) = (r.clone(), broken.clone(), calls.clone());
             thread::spawn(move || {
@@ -494,30 +543,11 @@ fn kill_during_switch_to_atomic() {
                 rcu_barrier(); // runs the kill's switch, if it is the one in flight
             })
         };
-        let reader = {
-            let (r, payload, c) = (r.clone(), payload.clone(), calls.clone());
-            thread::spawn(move || {
-                let after_confirm = c.kill_confirmed();
-                let got = r.tryget_live();
-                assert!(
-                    !(after_confirm && got),
-                    "tryget_live succeeded after the kill's confirm"
-                );
-                if got {
-                    assert_eq!(payload.read(), 1);
-                    r.put();
-                }
-            })
-        };
+        let reader = spawn_live_reader(&r, &payload, &calls);
         switcher.join().unwrap();
         killer.join().unwrap();
         reader.join().unwrap();
-        broken.assert_none();
-        // Relaxed: read after the joins.
-        assert_eq!(calls.switch_confirmed.load(Ordering::Relaxed), 1);
-        assert_eq!(calls.kill_confirmed.load(Ordering::Relaxed), 1);
-        assert_eq!(payload.releases(), 1, "released exactly once");
-        assert!(r.is_zero() && r.is_dying());
+        assert_each_confirmed_and_released_once(&r, &payload, &broken, &calls);
         let late = {
             let r = r.clone();
             thread::spawn(move || {
@@ -539,7 +569,7 @@ fn kill_during_switch_to_atomic() {
 /// confirm and after the reader's use; `tryget_live` fails once the kill's
 /// confirm has run.
 ///
-/// Mutation checks (each applied to `src/percpu_ref.rs` alone, the model
+/// Mutation checks (each applied to `src/percpu_ref/` alone, the model
 /// run, the file restored): `kill` going through the waiting mode switch
 /// again (inside the callback it panics, recorded; without that check loom
 /// reports the deadlock); its confirm run at once instead of chained
@@ -551,24 +581,8 @@ fn async_forms_inside_an_rcu_callback() {
     loom::model(|| {
         let payload = Payload::new(1);
         let broken = Broken::new();
-        let calls = Arc::new(Calls {
-            switch_called: AtomicBool::new(false),
-            kill_called: AtomicBool::new(false),
-            switch_confirmed: AtomicUsize::new(0),
-            kill_confirmed: AtomicUsize::new(0),
-        });
-        let r = {
-            let (p, b, c) = (payload.clone(), broken.clone(), calls.clone());
-            Arc::new(PercpuRef::new(
-                move || {
-                    b.check(c.kill_confirmed(), "release before the kill's confirm");
-                    b.guard("release", || p.write(POISON));
-                    // Relaxed: a counter read after the model's joins.
-                    p.releases.fetch_add(1, Ordering::Relaxed);
-                },
-                InitFlags::NONE,
-            ))
-        };
+        let calls = Calls::new();
+        let r = released_after_the_kills_confirm(&payload, &broken, &calls);
         let owner = {
             let (r, b, c) = (r.clone(), broken.clone(), calls.clone());
             thread::spawn(move || {
@@ -592,28 +606,9 @@ fn async_forms_inside_an_rcu_callback() {
                 rcu_barrier(); // runs the closure, then the switch it queued
             })
         };
-        let reader = {
-            let (r, payload, c) = (r.clone(), payload.clone(), calls.clone());
-            thread::spawn(move || {
-                let after_confirm = c.kill_confirmed();
-                let got = r.tryget_live();
-                assert!(
-                    !(after_confirm && got),
-                    "tryget_live succeeded after the kill's confirm"
-                );
-                if got {
-                    assert_eq!(payload.read(), 1);
-                    r.put();
-                }
-            })
-        };
+        let reader = spawn_live_reader(&r, &payload, &calls);
         owner.join().unwrap();
         reader.join().unwrap();
-        broken.assert_none();
-        // Relaxed: read after the joins.
-        assert_eq!(calls.switch_confirmed.load(Ordering::Relaxed), 1);
-        assert_eq!(calls.kill_confirmed.load(Ordering::Relaxed), 1);
-        assert_eq!(payload.releases(), 1, "released exactly once");
-        assert!(r.is_zero() && r.is_dying());
+        assert_each_confirmed_and_released_once(&r, &payload, &broken, &calls);
     });
 }
