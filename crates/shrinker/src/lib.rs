@@ -118,6 +118,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "control")]
+pub mod control;
 mod engine;
 mod error;
 mod freed;
@@ -127,6 +129,8 @@ mod ids;
 mod info;
 pub mod list_lru;
 pub mod lru_cache;
+#[cfg(any(feature = "metrics", feature = "control"))]
+pub mod metrics;
 mod node;
 mod pin;
 pub mod reclaim;
