@@ -200,7 +200,10 @@ pub fn make_cage(limit: u64, run: &str, force_rss: bool) -> (Cage, Option<String
     if why.is_empty() {
         why.push("no memory cgroup hierarchy is mounted".to_owned());
     }
-    (Cage::Rss, Some(why.join("; ")))
+    (
+        Cage::Rss,
+        Some(format!("none could be created: {}", why.join("; "))),
+    )
 }
 
 fn remove_cage(cage: &Cage) {
@@ -299,7 +302,7 @@ fn run_once(
     if let Some(why) = &why {
         let _ = writeln!(
             out,
-            "  no memory cgroup could be created ({why}); using an RSS target of {} instead \
+            "  no memory cgroup ({why}); using an RSS target of {} instead \
              (the demo stops the workload when its resident size passes it, as the OOM killer would at a limit)",
             human_bytes(opts.limit)
         );
@@ -559,7 +562,17 @@ pub fn workload(cage: &str, limit: u64, rate: u64, seconds: u64, with_reclaimer:
             Cage::V2(d) => SourceSpec::Cgroup2(Some(d.clone())),
             Cage::Rss => SourceSpec::Rss(limit),
         };
-        let m = match Monitor::builder().source(spec).no_fallback().build() {
+        // The RSS source is polled: look often, the cache grows fast.
+        let config = shrinker_pressure::Config {
+            poll_interval: Duration::from_millis(50),
+            ..shrinker_pressure::Config::default()
+        };
+        let m = match Monitor::builder()
+            .source(spec)
+            .config(config)
+            .no_fallback()
+            .build()
+        {
             Ok(m) => m,
             Err(e) => return fail(&mut out, format!("pressure source: {e}")),
         };

@@ -265,11 +265,18 @@ fn read_line(shared: &Shared, s: &mut UnixStream, buf: &mut Vec<u8>, line: &mut 
 }
 
 fn serve(shared: &Shared, mut s: UnixStream) {
+    serve_until_done(shared, &mut s);
+    // The accept thread keeps a clone of the socket (to wake this thread on
+    // drop): close the connection explicitly so the client sees the end.
+    let _ = s.shutdown(std::net::Shutdown::Both);
+}
+
+fn serve_until_done(shared: &Shared, s: &mut UnixStream) {
     let _ = s.set_write_timeout(Some(shared.handler.limits.write_timeout));
     let mut buf = Vec::new();
     let mut line = Vec::new();
     loop {
-        let reply = match read_line(shared, &mut s, &mut buf, &mut line) {
+        let reply = match read_line(shared, s, &mut buf, &mut line) {
             Line::Got => shared.handler.handle_line(&line),
             Line::Closed => return,
             Line::TooLong => {
