@@ -174,10 +174,7 @@ fn make_v2(parent: &Path, name: &str, limit: u64) -> io::Result<PathBuf> {
 /// Create the cage for one run (or say why not and use the RSS target).
 pub fn make_cage(limit: u64, run: &str, force_rss: bool) -> (Cage, Option<String>) {
     if force_rss {
-        return (
-            Cage::Rss,
-            Some("asked for the RSS target (--rss)".to_owned()),
-        );
+        return (Cage::Rss, Some("--rss given".to_owned()));
     }
     let own = match shrinker_pressure::own_cgroups() {
         Ok(o) => o,
