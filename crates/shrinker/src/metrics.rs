@@ -354,4 +354,104 @@ mod tests {
             );
         }
     }
+
+    /// A recorder that keeps every series' last value.
+    #[cfg(feature = "metrics")]
+    #[derive(Default)]
+    struct Keep(std::sync::Mutex<Vec<(String, std::sync::Arc<std::sync::atomic::AtomicU64>)>>);
+
+    #[cfg(feature = "metrics")]
+    impl Keep {
+        fn slot(&self, key: &::metrics::Key) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let k = format!("{}{{{}}}", key.name(), labels.join(","));
+            let mut v = self.0.lock().unwrap();
+            if let Some((_, a)) = v.iter().find(|(n, _)| *n == k) {
+                return a.clone();
+            }
+            let a = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            v.push((k, a.clone()));
+            a
+        }
+
+        fn get(&self, k: &str) -> Option<u64> {
+            let v = self.0.lock().unwrap();
+            // Relaxed: read after the publishing calls on this thread.
+            v.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, a)| a.load(std::sync::atomic::Ordering::Relaxed))
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    impl ::metrics::Recorder for Keep {
+        fn describe_counter(
+            &self,
+            _: ::metrics::KeyName,
+            _: Option<::metrics::Unit>,
+            _: ::metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: ::metrics::KeyName,
+            _: Option<::metrics::Unit>,
+            _: ::metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: ::metrics::KeyName,
+            _: Option<::metrics::Unit>,
+            _: ::metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &::metrics::Key,
+            _: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Counter {
+            ::metrics::Counter::from_arc(self.slot(key))
+        }
+        fn register_gauge(
+            &self,
+            key: &::metrics::Key,
+            _: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Gauge {
+            ::metrics::Gauge::from_arc(self.slot(key))
+        }
+        fn register_histogram(
+            &self,
+            _: &::metrics::Key,
+            _: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Histogram {
+            ::metrics::Histogram::noop()
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(miri, ignore)]
+    fn publish_hands_counters_and_gauges_to_the_installed_recorder() {
+        let reg = ShrinkerRegistry::builder().nodes(1).build().unwrap();
+        let s = ShrinkerBuilder::new("ten")
+            .build_in(&reg, Ten)
+            .unwrap()
+            .register();
+        assert_eq!(reg.scan(s.id(), 0, 6).unwrap(), Scan::Freed(6));
+        let stats = ReclaimerStats {
+            last_level: shrinker_pressure::Level::Critical,
+            ..ReclaimerStats::default()
+        };
+        let keep = Keep::default();
+        ::metrics::with_local_recorder(&keep, || publish(&collect(&reg, Some(&stats))));
+        let key = format!("shrinker_objects_freed_total{{shrinker=ten,id={}}}", s.id());
+        assert_eq!(keep.get(&key), Some(6));
+        // Gauges are stored as f64 bits.
+        let level = keep.get("shrinker_reclaim_level{}").map(f64::from_bits);
+        assert_eq!(level, Some(2.0));
+    }
 }
