@@ -5,7 +5,7 @@
 //!
 //! 1. without a reclaimer: the cache grows past the limit and the kernel's
 //!    OOM killer kills it: the demo shows when;
-//! 2. with a [`Reclaimer`] watching the cgroup: at 90 % of the limit the
+//! 2. with a [`Reclaimer`](shrinker::reclaim::Reclaimer) watching the cgroup: at 90 % of the limit the
 //!    reclaimer evicts the cache's least recently used values and the
 //!    workload lives: the demo charts usage against the limit, the pressure
 //!    level and the bytes freed, once a second.
