@@ -316,8 +316,9 @@ impl Handler {
             }
         }
         if out["source"].is_null() {
-            // describe() starts with the source's name.
-            let name = describe.split_whitespace().next().unwrap_or("none");
+            // describe() reads "live: <source> …".
+            let rest = describe.strip_prefix("live:").unwrap_or(&describe);
+            let name = rest.split_whitespace().next().unwrap_or("none");
             out["source"] = json!(name.trim_end_matches(':'));
         }
         out["level"] = json!(level.as_str());
@@ -449,5 +450,26 @@ mod tests {
         }
         let r = h.handle_line(&[0xff, 0xfe]);
         assert!(r.contains("not UTF-8"));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn pressure_without_a_monitor_names_the_reclaimers_source() {
+        let reg = ShrinkerRegistry::builder().nodes(1).build().unwrap();
+        let _s = ShrinkerBuilder::new("ten")
+            .build_in(&reg, Ten)
+            .unwrap()
+            .register();
+        let (m, _handle) = Monitor::manual(shrinker_pressure::Config::default()).unwrap();
+        let r = Arc::new(Reclaimer::builder(&reg).monitor(m).start().unwrap());
+        let h = Handler::new(reg, Some(r), None, ControlLimits::default());
+        let p = reply(&h, r#"{"cmd":"pressure"}"#);
+        assert_eq!(p["result"]["source"], "manual", "{p}");
+        assert_eq!(p["result"]["level"], "none");
+        let f = reply(&h, r#"{"cmd":"reclaim","bytes":4096}"#);
+        assert_eq!(f["ok"], true, "{f}");
+        assert!(f["result"]["objects"].as_u64().unwrap() > 0, "{f}");
+        let st = reply(&h, r#"{"cmd":"stats"}"#);
+        assert_eq!(st["result"]["reclaimer"]["proactive_calls"], 1);
     }
 }
