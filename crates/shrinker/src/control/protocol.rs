@@ -236,6 +236,8 @@ impl Handler {
                 self.limits.scans_per_sec
             ));
         }
+        let span = tracing::info_span!(target: "shrinker::control", "control_scan", id = id.index(), node, n);
+        let _entered = span.enter();
         match self.registry.scan(id, node, n) {
             Ok(Scan::Freed(f)) => Ok(json!({"freed": f})),
             Ok(Scan::Stop) => Ok(json!({"stop": true})),
@@ -343,7 +345,15 @@ impl Handler {
                 self.limits.reclaims_per_sec
             ));
         }
+        let span = tracing::info_span!(target: "shrinker::control", "control_reclaim", bytes);
+        let _entered = span.enter();
         let f = r.reclaim(bytes);
+        tracing::info!(
+            target: "shrinker::control",
+            freed_bytes = f.bytes,
+            freed_objects = f.objects,
+            "proactive reclaim asked by a control client"
+        );
         Ok(json!({"objects": f.objects, "bytes": f.bytes}))
     }
 
