@@ -246,6 +246,12 @@ impl ControlBuilder {
 /// A running control socket: a Unix socket and its server thread. Dropping
 /// it stops the server, disconnects its clients, joins its threads and
 /// removes the socket file.
+///
+/// # Blocking
+///
+/// Dropping waits for requests in progress: a `scan` or `reclaim` runs
+/// shrinker callbacks, which may block (as dropping a
+/// [`Reclaimer`] waits for the callback in progress).
 pub struct ControlSocket {
     server: server::Server,
 }
