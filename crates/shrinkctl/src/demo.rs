@@ -27,7 +27,8 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -294,6 +295,7 @@ fn run_once(
     opts: &DemoOptions,
     with: bool,
     run: &str,
+    interrupted: &AtomicBool,
 ) -> Result<RunResult, String> {
     let (cage, why) = make_cage(opts.limit, run, opts.force_rss);
     if let Some(why) = &why {
@@ -404,6 +406,16 @@ fn run_once(
             }
             next_row += Duration::from_secs(1);
         }
+        // Relaxed: set by the signal handler; nothing else is published.
+        if interrupted.load(Ordering::Relaxed) {
+            // Ctrl-C: the workload may have had it too; make sure it is
+            // gone and its cgroup removed before leaving.
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = reader.join();
+            remove_cage(&cage);
+            return Err("interrupted".to_owned());
+        }
         if now >= deadline {
             let _ = child.kill();
             res.error = Some("the workload did not finish in time".to_owned());
@@ -421,6 +433,10 @@ fn run_once(
     }
     res.oom_kills = oom_kills(&cage);
     remove_cage(&cage);
+    // Relaxed: as above. (The workload may have died of the same Ctrl-C.)
+    if interrupted.load(Ordering::Relaxed) {
+        return Err("interrupted".to_owned());
+    }
     if let Some(v) = last.as_ref().filter(|v| Some(*v) != printed.as_ref()) {
         let _ = writeln!(out, "  {}", chart_row(v, opts.limit, opts.colour));
     }
@@ -486,10 +502,25 @@ pub fn run(out: &mut dyn Write, opts: &DemoOptions) -> Result<bool, String> {
         human_bytes(opts.rate),
         human_bytes(opts.limit)
     );
-    let _ = writeln!(out, "1. without a reclaimer:");
-    let a = run_once(out, opts, false, "without")?;
-    let _ = writeln!(out, "\n2. with a reclaimer (shrinker::reclaim::Reclaimer):");
-    let b = run_once(out, opts, true, "with")?;
+    // Ctrl-C or SIGTERM: stop the workload and remove its cgroup first.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let mut handlers = Vec::new();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Ok(id) = signal_hook::flag::register(sig, Arc::clone(&interrupted)) {
+            handlers.push(id);
+        }
+    }
+    let story = (|| {
+        let _ = writeln!(out, "1. without a reclaimer:");
+        let a = run_once(out, opts, false, "without", &interrupted)?;
+        let _ = writeln!(out, "\n2. with a reclaimer (shrinker::reclaim::Reclaimer):");
+        let b = run_once(out, opts, true, "with", &interrupted)?;
+        Ok::<_, String>((a, b))
+    })();
+    for id in handlers {
+        signal_hook::low_level::unregister(id);
+    }
+    let (a, b) = story?;
     let _ = writeln!(out);
     let _ = write!(out, "{}", table(&a, &b, opts.limit));
     let ok = a.killed_at.is_some() && b.completed && b.killed_at.is_none();
