@@ -149,6 +149,12 @@
 //!                 │
 //! lru/       list_lru.rs (+ list_lru/), lru_cache.rs (+ lru_cache/)
 //!              built on the public face (and `lifetime/`'s RcuArray)
+//!                 │
+//! metrics.rs   every counter as a Prometheus sample (features `metrics`,
+//!              `control`)
+//!                 │
+//! control/   mod.rs → protocol.rs → server.rs: the control socket
+//!              (feature `control`)
 //! ```
 //!
 //! `tests/layers.rs` checks the rule (each edge downwards, no circle).
@@ -157,6 +163,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "control")]
+pub mod control;
 mod engine;
 mod error;
 mod freed;
@@ -165,6 +173,8 @@ mod groups;
 mod info;
 mod lifetime;
 mod lru;
+#[cfg(any(feature = "metrics", feature = "control"))]
+pub mod metrics;
 pub mod reclaim;
 mod registry;
 mod request;

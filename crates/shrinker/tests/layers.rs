@@ -42,6 +42,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("registry facade", &["registry/"]),
     ("reclaim", &["reclaim/"]),
     ("lru", &["lru/"]),
+    ("metrics", &["metrics.rs"]),
+    ("control", &["control/"]),
 ];
 
 fn layer_of(file: &str) -> usize {
