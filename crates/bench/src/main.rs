@@ -21,9 +21,11 @@
 //! or one JSON object per line with the keys `scenario`, `variant`, `threads`, `metric`,
 //! `value`, plus extras). Exit status 2 means a bad command line, 1 a failed README update.
 
+mod cgroup;
 mod cli;
 mod harness;
 mod readme;
+mod reclaim_child;
 mod scenarios;
 
 use std::io::Write as _;
@@ -41,6 +43,9 @@ fn main() -> ExitCode {
         // The help on stdout with status 0, or the error on stderr with status 2.
         Err(e) => e.exit(),
     };
+    if let Some(params) = &opts.reclaim_child {
+        return reclaim_child::main(params);
+    }
     if opts.list {
         for s in scenarios::ALL {
             println!("{:<16} {}", s.name, s.summary);
