@@ -231,15 +231,15 @@ pub struct RunOutcome {
     pub status: ExitStatus,
     /// It ran out of time and was killed.
     pub timed_out: bool,
-    /// Its stdout, line by line.
-    pub lines: Vec<String>,
+    /// Its stdout, line by line, each with the time it was read (from the `go` line).
+    pub lines: Vec<(Duration, String)>,
     /// [`MemCgroup::oom_kills`] after it was reaped.
     pub oom_kills: Option<u64>,
     /// [`MemCgroup::limit_hits`] after it was reaped.
     pub limit_hits: Option<u64>,
     /// [`MemCgroup::peak`] after it was reaped.
     pub peak: Option<u64>,
-    /// From the `go` line to the reaping.
+    /// From the `go` line to the reaping (seen within a millisecond of the exit).
     pub wall: Duration,
 }
 
@@ -283,15 +283,15 @@ pub fn run_in(
     cg.add_pid(child.0.id())?;
     let stdout = child.0.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel();
+    let start = Instant::now();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
+            if tx.send((start.elapsed(), line)).is_err() {
                 break;
             }
         }
     });
     let mut stdin = child.0.stdin.take().expect("stdin is piped");
-    let start = Instant::now();
     // A child that already died has closed its stdin: the status below says why.
     let _ = writeln!(stdin, "go").and_then(|()| stdin.flush());
     let deadline = start + time_limit;
@@ -307,7 +307,7 @@ pub fn run_in(
                     Err(e) => return Err(Unavailable(format!("cannot reap the child: {e}"))),
                 }
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
             Err(e) => return Err(Unavailable(format!("cannot wait for the child: {e}"))),
         }
     };
@@ -315,7 +315,7 @@ pub fn run_in(
     drop(stdin);
     // The pipe is closed once the child is gone; the reader ends.
     let _ = reader.join();
-    let lines: Vec<String> = rx.try_iter().collect();
+    let lines: Vec<(Duration, String)> = rx.try_iter().collect();
     Ok(RunOutcome {
         status,
         timed_out,

@@ -16,6 +16,8 @@
 //! - [`harness`]: timed multi-thread runs, statistics, tables, JSON lines, the progress line.
 //! - [`scenarios`]: one module per scenario and the registry [`scenarios::ALL`].
 //! - [`cli`]: argument parsing (clap); [`readme`]: `--update-readme` and the machine description.
+//! - [`cgroup`] and [`reclaim_child`]: the child memory cgroups and the child workload of the
+//!   `reclaim` scenario (the hidden `--reclaim-child` flag).
 //!
 //! Output contract: progress goes to stderr; stdout carries only the result (tables, markdown,
 //! or one JSON object per line with the keys `scenario`, `variant`, `threads`, `metric`,

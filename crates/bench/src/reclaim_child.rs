@@ -29,7 +29,8 @@
 //!    shrinker has been scanned (`shrinker_stats().scan_calls`); each is printed at once as
 //!    an event line, so a parent still has them if the OOM killer ends the child.
 //! 5. After the fill, the sampler stops, the child waits (up to 2 s) until the reclaimer has
-//!    nothing to do (ours: its last level is None; poll-1s: more than 1/16 free), then measures an idle stretch of `idle_ms`: the CPU time of the
+//!    nothing to do (ours: its last level is None; poll-1s: more than 1/16 free), and 100 ms
+//!    more (a running thread's `schedstat` lags by its current slice), then measures an idle stretch of `idle_ms`: the CPU time of the
 //!    reclaiming thread (`/proc/self/task/<tid>/schedstat`, found by its name) over the wall
 //!    time, in percent.
 //! 6. Prints one result line and exits 0.
@@ -39,7 +40,7 @@
 //! - `{"event":"moderate","t_ms":F}`, `{"event":"scan","t_ms":F}`: times from the start of
 //!   the fill;
 //! - `{"event":"result", "variant":…, "moderate_ms":F|null, "first_scan_ms":F|null,
-//!   "cache_bytes":N, "idle_cpu_pct":F|null, "fill_s":F, "hits":N, "misses":N,
+//!   "cache_bytes":N, "idle_cpu_pct":F|null, "idle_rounds":N|null, "fill_s":F, "hits":N, "misses":N,
 //!   "source":S}`.
 
 use std::fs::File;
@@ -292,7 +293,14 @@ pub fn main(arg: &str) -> std::process::ExitCode {
         while Instant::now() < settle && busy() {
             std::thread::sleep(Duration::from_millis(10));
         }
+        // A thread's `schedstat` is brought up to date when it leaves the CPU: let the
+        // reclaimer finish what it was doing when the level fell and go to sleep, or the
+        // first reading would miss its last slice and the idle figure would count it.
+        std::thread::sleep(Duration::from_millis(100));
+        let rounds = || reclaimer.as_ref().map(|r| r.stats().rounds);
+        let rounds_before = rounds();
         let idle_cpu_pct = idle_cpu_pct(p.variant, Duration::from_millis(p.idle_ms));
+        let idle_rounds = rounds().zip(rounds_before).map(|(a, b)| a - b);
         drop(stop_poll);
         if let Some(t) = poller {
             t.join().expect("the poll-1s thread panicked");
@@ -304,6 +312,7 @@ pub fn main(arg: &str) -> std::process::ExitCode {
             hits,
             misses,
             idle_cpu_pct,
+            idle_rounds,
         }
     });
     let cache_bytes = cache.weight();
@@ -329,6 +338,7 @@ pub fn main(arg: &str) -> std::process::ExitCode {
         "first_scan_ms": run.scan.map(ms),
         "cache_bytes": cache_bytes,
         "idle_cpu_pct": run.idle_cpu_pct,
+        "idle_rounds": run.idle_rounds,
         "fill_s": run.fill_s,
         "hits": run.hits,
         "misses": run.misses,
@@ -346,6 +356,7 @@ struct Run {
     hits: u64,
     misses: u64,
     idle_cpu_pct: Option<f64>,
+    idle_rounds: Option<u64>,
 }
 
 /// Step 3: the paced fill with the working set; returns the working set's hits and misses.

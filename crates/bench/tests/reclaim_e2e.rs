@@ -72,7 +72,7 @@ fn run(variant: &str) -> Option<(cgroup::RunOutcome, Option<Value>)> {
     let result = out
         .lines
         .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|(_, l)| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["event"] == "result");
     eprintln!("{variant}: {result:?}");
     Some((out, result))
