@@ -40,7 +40,8 @@
 //! - `{"event":"moderate","t_ms":F}`, `{"event":"scan","t_ms":F}`: times from the start of
 //!   the fill;
 //! - `{"event":"result", "variant":…, "moderate_ms":F|null, "first_scan_ms":F|null,
-//!   "cache_bytes":N, "idle_cpu_pct":F|null, "idle_rounds":N|null, "fill_s":F, "hits":N, "misses":N,
+//!   "cache_bytes":N, "cache_low_bytes":N|null (the least the cache held, sampled, once
+//!   its shrinker had been scanned), "idle_cpu_pct":F|null, "idle_rounds":N|null, "fill_s":F, "hits":N, "misses":N,
 //!   "source":S}`.
 
 use std::fs::File;
@@ -262,6 +263,8 @@ pub fn main(arg: &str) -> std::process::ExitCode {
         let sampler = s.spawn(|| {
             let scans0 = cache.shrinker_stats().scan_calls;
             let (mut moderate, mut scan) = (None, None);
+            // The least the cache held once reclaim began (how deep a round cut).
+            let mut low = usize::MAX;
             // Relaxed: a request to stop soon; the join orders the rest.
             while !sampler_stop.load(Ordering::Relaxed) {
                 let now = Instant::now();
@@ -273,15 +276,18 @@ pub fn main(arg: &str) -> std::process::ExitCode {
                     scan = Some(now);
                     emit(&json!({"event": "scan", "t_ms": ms(now)}));
                 }
+                if scan.is_some() {
+                    low = low.min(cache.weight());
+                }
                 std::thread::sleep(Duration::from_millis(1));
             }
-            (moderate, scan)
+            (moderate, scan, (low != usize::MAX).then_some(low))
         });
         let (hits, misses) = fill(&p, &cache, start);
         let fill_s = start.elapsed().as_secs_f64();
         // Relaxed: see the sampler's load.
         sampler_stop.store(true, Ordering::Relaxed);
-        let (moderate, scan) = sampler.join().expect("the sampler panicked");
+        let (moderate, scan, cache_low) = sampler.join().expect("the sampler panicked");
         // Idle: wait (up to 2 s) until the reclaimer has nothing to do: level None for ours,
         // more than 1/16 of the limit free for poll-1s; then measure.
         let settle = Instant::now() + Duration::from_secs(2);
@@ -313,6 +319,7 @@ pub fn main(arg: &str) -> std::process::ExitCode {
             misses,
             idle_cpu_pct,
             idle_rounds,
+            cache_low,
         }
     });
     let cache_bytes = cache.weight();
@@ -337,6 +344,7 @@ pub fn main(arg: &str) -> std::process::ExitCode {
         "moderate_ms": run.moderate.map(ms),
         "first_scan_ms": run.scan.map(ms),
         "cache_bytes": cache_bytes,
+        "cache_low_bytes": run.cache_low,
         "idle_cpu_pct": run.idle_cpu_pct,
         "idle_rounds": run.idle_rounds,
         "fill_s": run.fill_s,
@@ -357,6 +365,7 @@ struct Run {
     misses: u64,
     idle_cpu_pct: Option<f64>,
     idle_rounds: Option<u64>,
+    cache_low: Option<usize>,
 }
 
 /// Step 3: the paced fill with the working set; returns the working set's hits and misses.
