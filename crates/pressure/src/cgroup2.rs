@@ -271,6 +271,12 @@ impl Source for Cgroup2Source {
         Ok(r)
     }
 
+    fn on_ghost_wake(&mut self, now: Instant) {
+        if let Some(p) = &mut self.psi {
+            p.on_ghost_wake(now);
+        }
+    }
+
     fn next_check(&self, now: Instant) -> Option<Instant> {
         let mut next = self
             .limit

@@ -30,9 +30,19 @@
 //! an idle event-driven source makes no system call at all.
 //!
 //! One subtlety for nested polling: the kernel consumes a PSI trigger's event when the
-//! file is *polled*, and an outer epoll polling ours polls the PSI fd. `poll_ready` may
-//! then find no event left; it reads the source anyway, and PSI's `total` counter (which a
-//! reading compares with the previous one) carries the stall that fired the trigger.
+//! file is *polled* (`psi_trigger_poll` clears it), and an outer epoll checking whether
+//! ours is readable polls the PSI fd. `poll_ready` may then find no event left. When it
+//! finds none at all, it tells the source ([`Source::on_ghost_wake`]):
+//! PSI sources count it as a Moderate event (some trigger fired; a Critical one shows in
+//! the `full` counter at the next reading). So an async loop should call `poll_ready` only
+//! after the runtime reported the fd readable, and clear its readiness only when
+//! [`Monitor::is_ready`] says nothing is left:
+//!
+//! ```text
+//! let mut guard = async_fd.readable_mut().await?;
+//! let change = guard.get_inner_mut().poll_ready()?;
+//! if !guard.get_inner().is_ready() { guard.clear_ready(); }
+//! ```
 //!
 //! # Death and fallback
 //!
@@ -220,10 +230,12 @@ impl Rung {
             }
             Rung::Cgroup2Psi => {
                 let own = sys::own_cgroups()?;
-                let (Some(d), Some(m)) = (own.v2, own.v2_mount) else {
+                let Some(d) = own.v2 else {
                     return Err(Error::Unavailable("no cgroup2 mount".into()));
                 };
-                if d == m {
+                // The true root has no cgroup.type (CFTYPE_NOT_ON_ROOT); a container's
+                // namespaced root does, and its memory.pressure is its own.
+                if !d.join("cgroup.type").exists() {
                     return Err(Error::Unavailable(format!(
                         "{}: own cgroup is the root (its memory.pressure is the system's)",
                         d.display()
@@ -611,6 +623,11 @@ impl Monitor {
         let before = self.current.level;
         let mut any = read_anyway;
         let mut died = None;
+        if events.is_empty() && read_anyway {
+            if let Some(s) = self.source.as_mut() {
+                s.on_ghost_wake(now);
+            }
+        }
         for ev in events.iter() {
             let data = ev.data.u64();
             let flags = ev.flags;
@@ -687,6 +704,20 @@ impl Monitor {
     /// As [`wait`](Self::wait).
     pub fn poll_ready(&mut self) -> Result<Option<Reading>, Error> {
         self.step(Some(Duration::ZERO), true, &mut false)
+    }
+
+    /// Whether the epoll fd is readable now (a zero-timeout `poll`): something is left
+    /// for [`poll_ready`](Self::poll_ready). For runtimes that keep a readiness flag.
+    pub fn is_ready(&self) -> bool {
+        let mut fds = [rustix::event::PollFd::new(
+            self,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
     }
 
     /// A handle that interrupts [`wait`](Self::wait) from another thread.
@@ -821,6 +852,61 @@ mod tests {
         send::<Monitor>();
         send_sync::<ManualHandle>();
         send_sync::<MonitorWaker>();
+    }
+
+    /// A source that counts ghost wakes (fd reported readable to an outer poller, nothing
+    /// left for our epoll_wait).
+    #[derive(Debug)]
+    struct Ghosts(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Source for Ghosts {
+        fn kind(&self) -> SourceKind {
+            SourceKind::Psi
+        }
+        fn describe(&self) -> String {
+            "ghosts".into()
+        }
+        fn watch_fds(&self) -> Vec<crate::WatchFd<'_>> {
+            Vec::new()
+        }
+        fn on_ready(&mut self, _: usize, _: bool, _: Instant) -> Result<(), Error> {
+            Ok(())
+        }
+        fn read(&mut self, now: Instant) -> Result<Reading, Error> {
+            let n = self.0.load(std::sync::atomic::Ordering::Relaxed); // Relaxed: one thread.
+            let mut r = Reading::new(
+                if n > 0 { Level::Moderate } else { Level::None },
+                SourceKind::Psi,
+            );
+            r.at = now;
+            Ok(r)
+        }
+        fn on_ghost_wake(&mut self, _: Instant) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed); // Relaxed: one thread.
+        }
+        fn next_check(&self, _: Instant) -> Option<Instant> {
+            None
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // epoll
+    fn poll_ready_with_nothing_left_tells_the_source_of_a_ghost_wake() {
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut m = Monitor::from_source(
+            Box::new(Ghosts(std::sync::Arc::clone(&n))),
+            Config::default(),
+        )
+        .unwrap();
+        assert!(!m.is_ready());
+        // wait() timing out is not a ghost: nobody said the fd was readable.
+        assert!(m.wait(Some(Duration::from_millis(5))).unwrap().is_none());
+        assert_eq!(n.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let r = m
+            .poll_ready()
+            .unwrap()
+            .expect("a PSI ghost wake counts as Moderate");
+        assert_eq!(r.level, Level::Moderate);
     }
 
     #[test]

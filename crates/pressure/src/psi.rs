@@ -221,6 +221,13 @@ impl PsiEngine {
         Ok(())
     }
 
+    /// A trigger event was consumed by an outer poller: count it as the weaker one.
+    pub(crate) fn on_ghost_wake(&mut self, now: Instant) {
+        if self.arms.iter().any(|a| matches!(a, Arm::Armed { .. })) {
+            self.last_event[0] = Some(now);
+        }
+    }
+
     fn total(p: &Psi, kind: StallKind) -> Option<(u64, f64)> {
         match kind {
             StallKind::Some => Some((p.some.total, p.some.avg10)),
@@ -360,6 +367,10 @@ impl Source for PsiSource {
 
     fn next_check(&self, now: Instant) -> Option<Instant> {
         self.engine.next_check(now)
+    }
+
+    fn on_ghost_wake(&mut self, now: Instant) {
+        self.engine.on_ghost_wake(now);
     }
 }
 

@@ -67,4 +67,11 @@ pub trait Source: Send + fmt::Debug {
     /// When [`read`](Self::read) must be called again even if no fd fires: the poll
     /// period, or the end of a level hold. `None`: only fds matter.
     fn next_check(&self, now: Instant) -> Option<Instant>;
+
+    /// The monitor's fd was reported readable to an outer poller, yet our `epoll_wait`
+    /// found nothing: an event that is consumed by polling (a PSI trigger) was taken by
+    /// that outer poll. PSI sources count it as an event; the default does nothing.
+    fn on_ghost_wake(&mut self, now: Instant) {
+        let _ = now;
+    }
 }

@@ -312,6 +312,13 @@ impl Source for SystemdSource {
         Ok(r)
     }
 
+    fn on_ghost_wake(&mut self, now: Instant) {
+        // Only a PSI endpoint's event is consumed by polling; FIFO and socket data stay.
+        if matches!(self.endpoint, Endpoint::Psi(_)) {
+            self.last_event = Some(now);
+        }
+    }
+
     fn next_check(&self, now: Instant) -> Option<Instant> {
         self.last_event
             .map(|t| t + self.fall_after)

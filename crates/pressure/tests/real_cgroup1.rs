@@ -273,3 +273,116 @@ fn cgroup1_removed_under_the_monitor_falls_back_and_says_so() {
     assert!(d.contains("died cgroup1"), "{d}");
     assert!(d.contains("memory.usage_in_bytes"), "names the file: {d}");
 }
+
+const AUTO_ENV: &str = "SHRINKER_PRESSURE_AUTO_CHILD";
+
+/// Not a test: a child that waits to be moved into a cgroup, then prints what
+/// `Monitor::auto()` chose. Without the variable it returns at once.
+#[test]
+fn auto_child_entry_point() {
+    if std::env::var_os(AUTO_ENV).is_none() {
+        return;
+    }
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    let text = match Monitor::auto() {
+        Ok(m) => m.describe(),
+        Err(e) => format!("ERROR {e}"),
+    };
+    let mut out = std::io::stdout().lock();
+    for l in text.lines() {
+        writeln!(out, "D {l}").unwrap();
+    }
+    out.flush().unwrap();
+    std::process::exit(0);
+}
+
+/// Runs `auto_child_entry_point` inside the cgroup whose `cgroup.procs` is `procs`, and
+/// returns its describe() lines.
+pub fn auto_choice_inside(procs: &Path) -> Vec<String> {
+    let mut child = Reap(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "auto_child_entry_point",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env(AUTO_ENV, "1")
+            .env_remove("MEMORY_PRESSURE_WATCH")
+            .env_remove("MEMORY_PRESSURE_WRITE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    std::fs::write(procs, child.0.id().to_string()).unwrap();
+    let mut stdin = child.0.stdin.take().unwrap();
+    send(&mut stdin, "go");
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    out.lines()
+        .filter_map(|l| l.strip_prefix("D "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+#[cfg_attr(miri, ignore)] // cgroups, processes
+fn auto_detection_inside_a_limited_cgroup1_picks_it() {
+    let guard = match make_cgroup() {
+        Ok(g) => g,
+        Err(why) => {
+            eprintln!("SKIPPED: cgroup v1 auto-detection test: {why}");
+            return;
+        }
+    };
+    let d = auto_choice_inside(&guard.0.join("cgroup.procs"));
+    let live = d.first().cloned().unwrap_or_default();
+    if live.starts_with("live: systemd") || live.starts_with("live: cgroup2") {
+        // A host whose cgroup v2 has the memory controller with a limit ranks it first.
+        eprintln!("note: a better rung than cgroup1 is live here: {d:?}");
+        return;
+    }
+    assert!(
+        live.starts_with(&format!("live: cgroup1 {}", guard.0.display())),
+        "auto-detection inside the limited cgroup: {d:?}"
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore)] // cgroups, processes
+fn auto_detection_inside_a_cgroup2_child_uses_its_own_memory_pressure() {
+    let own = shrinker_pressure::own_cgroups().unwrap();
+    let Some(v2) = own.v2 else {
+        eprintln!("SKIPPED: cgroup2 auto-detection test: no cgroup2 mount");
+        return;
+    };
+    let dir = v2.join(format!("shrinker-pressure-test-v2-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir(&dir) {
+        eprintln!(
+            "SKIPPED: cgroup2 auto-detection test: cannot create {}: {e}",
+            dir.display()
+        );
+        return;
+    }
+    let guard = CgroupGuard(dir);
+    if !guard.0.join("memory.pressure").exists() {
+        eprintln!("SKIPPED: cgroup2 auto-detection test: no memory.pressure (PSI off)");
+        return;
+    }
+    let d = auto_choice_inside(&guard.0.join("cgroup.procs"));
+    let live = d.first().cloned().unwrap_or_default();
+    if live.starts_with("live: systemd") || live.starts_with("live: cgroup1") {
+        eprintln!("note: a better rung than the cgroup2 PSI is live here: {d:?}");
+        return;
+    }
+    let ours = guard.0.display().to_string();
+    assert!(
+        live.starts_with(&format!("live: psi {ours}/memory.pressure"))
+            || live.starts_with(&format!("live: cgroup2 {ours}")),
+        "auto-detection inside a cgroup2 child: {d:?}"
+    );
+}

@@ -11,7 +11,7 @@
 //! | [`BarrierMode::Fence`] | `fence(SeqCst)` | `fence(SeqCst)` |
 //!
 //! The mode is decided once, before the first reader registers
-//! ([`ensure_init`] runs under the registry lock, and every reader registers
+//! ([`Mode::ensure_init`] runs under the registry lock, and every reader registers
 //! under that lock before its first section), and never changes: a reader can
 //! therefore read it with a relaxed load on its fast path.
 //!
@@ -35,7 +35,7 @@ const UNINIT: u8 = 0;
 const MEMBARRIER: u8 = 1;
 const FENCE: u8 = 2;
 
-/// The decided mode; `UNINIT` until [`ensure_init`] has run.
+/// The decided mode; `UNINIT` until [`Mode::ensure_init`] has run.
 pub(crate) struct Mode(AtomicU8);
 
 impl Mode {
@@ -128,6 +128,11 @@ pub(crate) fn reader_barrier(membarrier: bool) {
 /// The barrier mode in force for this process, deciding it now if no thread
 /// has used RCU yet.
 ///
+/// # Blocking
+///
+/// Takes the reader-registry mutex once, to decide the mode on first use
+/// (a `membarrier` query and registration syscall); lock-free afterwards.
+///
 /// # Example
 ///
 /// ```
@@ -163,13 +168,19 @@ fn register_membarrier() -> bool {
     if !supported.contains_command(MembarrierCommand::PrivateExpedited)
         || !supported.contains_command(MembarrierCommand::RegisterPrivateExpedited)
     {
-        tracing::info!("membarrier PRIVATE_EXPEDITED unsupported; RCU readers use fences");
+        // Contained: we hold the registry lock, inside a reader's first
+        // `read_lock`.
+        crate::callback::report_contained(|| {
+            tracing::info!("membarrier PRIVATE_EXPEDITED unsupported; RCU readers use fences")
+        });
         return false;
     }
     match membarrier(MembarrierCommand::RegisterPrivateExpedited) {
         Ok(()) => true,
         Err(e) => {
-            tracing::info!(error = %e, "membarrier registration refused; RCU readers use fences");
+            crate::callback::report_contained(
+                || tracing::info!(error = %e, "membarrier registration refused; RCU readers use fences"),
+            );
             false
         }
     }

@@ -22,8 +22,9 @@
 //! 3. take a grace-period cookie *after* taking them and wait for it (sharing
 //!    any grace period a concurrent `synchronize_rcu` runs);
 //! 4. invoke them in order, catching panics;
-//! 5. subtract them from each shard's `outstanding` count and wake enqueuers
-//!    waiting on the backlog.
+//! 5. subtract them from each shard's `outstanding` count, end the overload
+//!    episode of every shard left below `high_water`, and wake throttled
+//!    enqueuers waiting on the backlog.
 //!
 //! # Lazy callbacks (the kernel's CONFIG_RCU_LAZY rules)
 //!
@@ -42,16 +43,34 @@
 //! every callback queued before the barrier has run. With nothing outstanding
 //! it returns at once, as the kernel's does.
 //!
-//! # Backlog bound
+//! # Backlog
 //!
-//! Two marks per shard, both on the ready list. At `high_water` (the kernel's
-//! `qhimark`, 10,000) the enqueuer expedites: the worker skips its batching
-//! delay. At `backlog_limit` (100,000) the enqueuer, if it is not inside a
-//! read-side section and not the worker itself, waits until the worker has
-//! drained the shard below `high_water`, so a producer faster than grace
-//! periods cannot grow memory without bound. Inside a read-side section it
-//! cannot wait (the grace period would wait for it); that is documented on
-//! [`call_rcu`].
+//! `call_rcu`, `call_rcu_lazy` and `defer_drop` never wait, as the kernel's
+//! `call_rcu` never sleeps: their callers hold locks (the other crates of
+//! this workspace queue under their registry, group, `ListLru` and
+//! `LruCache` locks), and a callback in the backlog may need one of them; an
+//! enqueuer waiting for the worker would then wait forever. Overload is
+//! answered on the worker's side instead, with two marks per shard, both
+//! counted on its ready list:
+//!
+//! * At `high_water` (the kernel's `qhimark`, 10,000) an enqueue *expedites*:
+//!   it sets `urgent` and unparks the worker, which skips (or cuts short) its
+//!   batching delay and runs grace periods back to back, each batch taking
+//!   every ready callback of every shard.
+//! * At `backlog_limit` (100,000) the shard is *overloaded*: the episode is
+//!   counted ([`Stats::backlog_overloads`], and every enqueue in it in
+//!   [`Stats::overloaded_enqueues`]) and the process's first episode is
+//!   reported through `tracing` at `warn` (later ones at `debug`). The
+//!   episode ends when a batch leaves the shard below `high_water`. Memory
+//!   is not bounded by these calls: a producer faster than grace periods
+//!   grows the queue, as in the kernel.
+//!
+//! A producer that wants backpressure calls [`call_rcu_throttled`] or
+//! [`defer_drop_throttled`] instead: past `backlog_limit` they wait until the
+//! worker has drained the shard below `high_water`. They must not be called
+//! holding a lock a callback may take, and they panic inside a read-side
+//! section (the grace period would wait for the caller) and inside a
+//! callback (the worker would wait for itself).
 
 use std::cell::Cell;
 use std::mem::{align_of, size_of, MaybeUninit};
@@ -142,6 +161,10 @@ struct Queue {
     /// Queued or taken by the worker and not yet invoked (ready + lazy +
     /// in flight).
     outstanding: usize,
+    /// In an overload episode: `ready` reached `backlog_limit`, and has not
+    /// yet been drained below `high_water` since (see "Backlog" in the
+    /// module doc).
+    overloaded: bool,
 }
 
 impl Queue {
@@ -151,6 +174,7 @@ impl Queue {
             lazy: Vec::new(),
             lazy_since: None,
             outstanding: 0,
+            overloaded: false,
         }
     }
 
@@ -219,8 +243,10 @@ impl Tunables {
     pub fn set_lazy_flush_count(&self, n: usize) {
         self.lazy_flush_count.store(n.max(1), Ordering::Relaxed);
     }
-    /// Ready callbacks on one shard at which the worker stops batching and
-    /// runs grace periods back to back (kernel: `qhimark`, 10,000).
+    /// Ready callbacks on one shard at which an enqueue expedites: the worker
+    /// stops batching and runs grace periods back to back, each taking every
+    /// ready callback (kernel: `qhimark`, 10,000). Also where a throttled
+    /// enqueuer's wait ends, and an overload episode with it.
     pub fn high_water(&self) -> usize {
         self.high_water.load(Ordering::Relaxed)
     }
@@ -228,9 +254,12 @@ impl Tunables {
     pub fn set_high_water(&self, n: usize) {
         self.high_water.store(n.max(1), Ordering::Relaxed);
     }
-    /// Ready callbacks on one shard at which an enqueuer outside any
-    /// read-side section waits for the worker to drain the shard below
-    /// [`Self::high_water`] (100,000): the memory bound.
+    /// Ready callbacks on one shard at which the shard is overloaded
+    /// (100,000). [`call_rcu`], [`call_rcu_lazy`] and [`defer_drop`] still
+    /// never wait: the episode is counted in [`Stats::backlog_overloads`] and
+    /// reported through `tracing`. [`call_rcu_throttled`] and
+    /// [`defer_drop_throttled`] wait there for the worker to drain the shard
+    /// below [`Self::high_water`]: the memory bound for producers that opt in.
     pub fn backlog_limit(&self) -> usize {
         self.backlog_limit.load(Ordering::Relaxed)
     }
@@ -239,8 +268,11 @@ impl Tunables {
         self.backlog_limit.store(n.max(1), Ordering::Relaxed);
     }
     /// How long the worker lets prompt callbacks accumulate before starting a
-    /// grace period for them (1 ms); skipped when the backlog is urgent or a
-    /// barrier waits. Bounds the membarrier rate to about 1/`batch_delay`.
+    /// grace period for them (1 ms); skipped when a shard is at
+    /// [`Self::high_water`] or a barrier waits. Bounds the membarrier rate to
+    /// about 1/`batch_delay` below the high mark. A delay too long for the
+    /// clock (`Duration::MAX`) makes prompt callbacks wait until their shard
+    /// reaches the high mark or an [`rcu_barrier`] runs.
     pub fn batch_delay(&self) -> Duration {
         Duration::from_micros(self.batch_delay_us.load(Ordering::Relaxed))
     }
@@ -261,6 +293,15 @@ pub struct Stats {
     pub callbacks_invoked: u64,
     /// Callbacks that panicked; each was caught and reported.
     pub callback_panics: u64,
+    /// Overload episodes: times a shard's ready callbacks reached
+    /// [`Tunables::backlog_limit`] (an episode ends when a batch leaves the
+    /// shard below [`Tunables::high_water`]). The first is reported through
+    /// `tracing` at `warn`, later ones at `debug`.
+    pub backlog_overloads: u64,
+    /// Callbacks queued onto a shard at or over [`Tunables::backlog_limit`].
+    /// The prompt calls queued them without waiting; the `*_throttled` calls
+    /// then waited for the worker.
+    pub overloaded_enqueues: u64,
     /// Callbacks queued or in flight, prompt and lazy.
     pub pending: usize,
     /// Lazy callbacks not yet flushed (same as [`lazy_pending`]).
@@ -287,6 +328,8 @@ pub(crate) struct Callbacks {
     progress: (std::sync::Mutex<()>, std::sync::Condvar),
     invoked: StdAtomicU64,
     panics: StdAtomicU64,
+    overload_episodes: StdAtomicU64,
+    overloaded_enqueues: StdAtomicU64,
     tunables: Tunables,
 }
 
@@ -319,6 +362,8 @@ impl Callbacks {
             progress: (std::sync::Mutex::new(()), std::sync::Condvar::new()),
             invoked: StdAtomicU64::new(0),
             panics: StdAtomicU64::new(0),
+            overload_episodes: StdAtomicU64::new(0),
+            overloaded_enqueues: StdAtomicU64::new(0),
             tunables: Tunables::new(),
         }
     }
@@ -329,6 +374,8 @@ impl Callbacks {
             shards: new_shards(1),
             invoked: StdAtomicU64::new(0),
             panics: StdAtomicU64::new(0),
+            overload_episodes: StdAtomicU64::new(0),
+            overloaded_enqueues: StdAtomicU64::new(0),
             tunables: Tunables::new(),
         }
     }
@@ -360,12 +407,17 @@ impl Callbacks {
         &shards[index % shards.len()]
     }
 
-    fn enqueue(&'static self, deferred: Deferred, lazy: bool) {
+    /// Queue `deferred` on this thread's shard. Never waits: past
+    /// `high_water` it expedites the worker, past `backlog_limit` it also
+    /// counts (and reports) the overload. Returns the shard and whether it
+    /// is over `backlog_limit`, for [`Self::throttle`].
+    fn enqueue(&'static self, deferred: Deferred, lazy: bool) -> (&'static Shard, bool) {
         let shard = self.my_shard();
         let tunables = &self.tunables;
         let mut wake = !lazy;
-        let backlog = {
+        let (ready, over_limit, new_episode) = {
             let mut q = lock(&shard.queue);
+            // Cannot overflow: every counted callback holds memory.
             q.outstanding += 1;
             if lazy {
                 if q.lazy.is_empty() {
@@ -388,16 +440,63 @@ impl Callbacks {
                 q.flush_lazy(&shard.lazy_len);
                 q.ready.push(deferred);
             }
-            q.ready.len()
+            let ready = q.ready.len();
+            let over_limit = ready >= tunables.backlog_limit();
+            let new_episode = over_limit && !q.overloaded;
+            q.overloaded |= over_limit;
+            (ready, over_limit, new_episode)
         };
-        if backlog >= tunables.high_water() {
-            self.backlog_reached(shard, backlog >= tunables.backlog_limit());
+        if ready >= tunables.high_water() {
+            self.kick_urgent();
         } else if wake {
             self.wake_worker();
         }
+        // Counted even if someone set the limit below the high mark.
+        if over_limit {
+            self.overloaded(ready, new_episode);
+        }
+        (shard, over_limit)
+    }
+
+    /// A shard is over `backlog_limit`: count it, and report the first
+    /// episode of the process at `warn` (later ones at `debug`; the counts
+    /// are in [`Stats`]).
+    #[cold]
+    #[inline(never)]
+    fn overloaded(&self, ready: usize, new_episode: bool) {
+        // Relaxed: statistics.
+        self.overloaded_enqueues.fetch_add(1, Ordering::Relaxed);
+        if !new_episode {
+            return;
+        }
+        let episodes = self.overload_episodes.fetch_add(1, Ordering::Relaxed) + 1;
+        static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        // Relaxed: only decides which log level; one thread wins.
+        let first = !REPORTED.swap(true, Ordering::Relaxed);
+        // The subscriber is user code, and `call_rcu` must not panic (its
+        // callers hold locks): a panicking subscriber is contained.
+        report_contained(|| {
+            if first {
+                tracing::warn!(
+                    ready,
+                    backlog_limit = self.tunables.backlog_limit(),
+                    "RCU callback backlog over its limit: callbacks are queued faster than \
+                     grace periods retire them; expediting (reported once per process, see \
+                     shrinker_rcu::stats().backlog_overloads)"
+                );
+            } else {
+                tracing::debug!(ready, episodes, "RCU callback backlog over its limit again");
+            }
+        });
     }
 
     /// Invoke one callback, containing a panic.
+    ///
+    /// Everything user code can do here is contained: the callback itself
+    /// (which includes dropping a `defer_drop`ped value), the `tracing`
+    /// subscriber that reports its panic, and the drop of the panic payload,
+    /// whose own `Drop` may panic (`panic_any(PanicsOnDrop)`): see
+    /// [`drop_payload`]. Nothing a callback throws can end the worker.
     ///
     /// Not under loom: there a panic in a callback is most likely loom's
     /// own report (a causality violation, a model's assertion), and
@@ -411,9 +510,13 @@ impl Callbacks {
             std::panic::resume_unwind(payload);
             #[cfg(not(loom))]
             {
+                // Relaxed: statistics.
                 self.panics.fetch_add(1, Ordering::Relaxed);
-                let msg = panic_message(&*payload);
-                tracing::error!(panic = %msg, "an RCU callback panicked; the callback worker goes on");
+                report_contained(|| {
+                    let msg = panic_message(&*payload);
+                    tracing::error!(panic = %msg, "an RCU callback panicked; the callback worker goes on");
+                });
+                drop_payload(payload);
             }
         }
     }
@@ -443,6 +546,30 @@ fn new_shards(n: usize) -> Box<[CachePadded<Shard>]> {
             })
         })
         .collect()
+}
+
+/// Drop a caught panic payload. Its `Drop` is user code and may panic in
+/// turn (`std::panic::panic_any(PanicsOnDrop)`); that panic is caught too,
+/// and its payload dropped the same way, up to a few rounds: a payload chain
+/// longer than that is leaked rather than dropped, a bounded leak on a path
+/// only a hostile payload takes, instead of a dead worker.
+/// Run `report` (a `tracing` event: the subscriber is user code), containing
+/// a panic, so that no subscriber can break the machinery that reports.
+pub(crate) fn report_contained(report: impl FnOnce()) {
+    if let Err(subscriber_panic) = catch_unwind(AssertUnwindSafe(report)) {
+        drop_payload(subscriber_panic);
+    }
+}
+
+fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
+    let mut payload = payload;
+    for _ in 0..4 {
+        match catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            Ok(()) => return,
+            Err(again) => payload = again,
+        }
+    }
+    std::mem::forget(payload);
 }
 
 #[cfg_attr(loom, allow(dead_code))] // loom propagates callback panics
@@ -494,21 +621,21 @@ impl Callbacks {
         self.worker().unpark();
     }
 
-    #[cold]
-    fn backlog_reached(&'static self, shard: &Shard, over_limit: bool) {
-        self.kick_urgent();
+    /// The backpressure of the `*_throttled` calls: if `shard` was over
+    /// `backlog_limit` when the caller queued on it, wait until the worker
+    /// has drained its ready list below `high_water`. The caller has checked
+    /// that it may wait ([`assert_may_throttle`]).
+    fn throttle(&'static self, shard: &Shard, over_limit: bool) {
         if !over_limit {
-            return;
-        }
-        let on_worker = IN_CALLBACKS.with(Cell::get);
-        if on_worker || crate::in_read_section() {
-            // Cannot wait: the worker (or the grace period) waits for us.
             return;
         }
         let high_water = self.tunables.high_water();
         let mut guard = self.progress.0.lock().unwrap_or_else(|e| e.into_inner());
         while lock(&shard.queue).ready.len() >= high_water {
             self.kick_urgent();
+            // A timeout, not only the worker's notification: the ready list
+            // also shrinks when the worker *takes* it, which it does not
+            // announce.
             guard = self
                 .progress
                 .1
@@ -532,11 +659,21 @@ impl Callbacks {
         for (shard, taken) in self.shards().iter().zip(taken.iter_mut()) {
             let mut q = lock(&shard.queue);
             if let Some(since) = q.lazy_since {
-                let deadline = since + delay;
-                if flush_all_lazy || deadline <= now {
-                    q.flush_lazy(&shard.lazy_len);
-                } else {
-                    next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+                // Checked: a deadline past what an `Instant` can hold is
+                // never due on age (the setter saturates at `u64::MAX`
+                // microseconds, which fits today; the worker must not die
+                // if that changes).
+                match since.checked_add(delay) {
+                    Some(deadline) if flush_all_lazy || deadline <= now => {
+                        q.flush_lazy(&shard.lazy_len);
+                    }
+                    Some(deadline) => {
+                        next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+                    }
+                    None if flush_all_lazy => {
+                        q.flush_lazy(&shard.lazy_len);
+                    }
+                    None => {}
                 }
             }
             *taken += q.ready.len();
@@ -583,10 +720,17 @@ impl Callbacks {
             // Step 4.
             self.invoke_batch(&mut batch);
             // Step 5.
+            let high_water = self.tunables.high_water();
             for (shard, taken) in self.shards().iter().zip(taken.iter_mut()) {
                 if *taken > 0 {
-                    lock(&shard.queue).outstanding -= *taken;
+                    let mut q = lock(&shard.queue);
+                    q.outstanding -= *taken;
                     *taken = 0;
+                    // The overload episode ends once a batch leaves the shard
+                    // below the high mark.
+                    if q.ready.len() < high_water {
+                        q.overloaded = false;
+                    }
                 }
             }
             let _g = self.progress.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -676,7 +820,9 @@ impl Callbacks {
 impl Callbacks {
     fn wake_worker(&'static self) {}
 
-    fn backlog_reached(&'static self, _shard: &Shard, _over_limit: bool) {}
+    fn kick_urgent(&'static self) {}
+
+    fn throttle(&'static self, _shard: &Shard, _over_limit: bool) {}
 
     fn barrier(&'static self) {
         let domain = domain();
@@ -742,11 +888,13 @@ impl Callbacks {
 ///
 /// # Blocking
 ///
-/// Never, except past the backlog bound: when this thread's shard holds
-/// [`Tunables::backlog_limit`] ready callbacks and the caller is outside any
-/// read-side section, it waits for the worker to drain the shard below
-/// [`Tunables::high_water`]. Inside a read-side section it never waits, so a
-/// producer that only enqueues from inside sections is not bounded.
+/// Never waits for the worker or a grace period, however long the backlog
+/// (the kernel's `call_rcu` never sleeps either), so it may be called under
+/// any lock, inside a read-side section and from a callback. It takes this
+/// thread's shard lock for a push (the worker holds it only as long). Past
+/// [`Tunables::high_water`] it expedites the worker; past
+/// [`Tunables::backlog_limit`] the overload is counted in [`Stats`] and
+/// reported: see [`call_rcu_throttled`] for a form that waits instead.
 ///
 /// # Panics
 ///
@@ -769,13 +917,68 @@ pub fn call_rcu<F: FnOnce() + Send + 'static>(f: F) {
     domain().callbacks.enqueue(Deferred::from_fn(f), false);
 }
 
+/// [`call_rcu`] with backpressure: past [`Tunables::backlog_limit`] the
+/// caller waits for the callback worker to drain its shard.
+///
+/// For a producer that can queue callbacks faster than grace periods retire
+/// them, runs outside every lock, and would rather slow down than let memory
+/// grow: a bulk loader freeing old versions, say. Everyone else uses
+/// [`call_rcu`], which never waits.
+///
+/// # Blocking
+///
+/// When this thread's shard holds [`Tunables::backlog_limit`] or more ready
+/// callbacks after queueing `f`, waits until the worker has drained it below
+/// [`Tunables::high_water`]: at least one grace period and the batch ahead
+/// of it. Otherwise it returns at once, like [`call_rcu`].
+///
+/// Never call it holding a lock that a callback may take: the worker would
+/// wait for the lock while the caller waits for the worker. The crates of
+/// this workspace never call it.
+///
+/// # Panics
+///
+/// Inside a read-side section (the grace period the worker needs would
+/// wait for the caller) and from inside an RCU callback (the worker would
+/// wait for itself), whether or not it would have to wait, so that the
+/// misuse shows at once rather than under load. `f` is dropped, not queued.
+/// Also if the worker thread cannot be spawned on first use.
+///
+/// # Example
+///
+/// ```
+/// for i in 0..1000u32 {
+///     shrinker_rcu::call_rcu_throttled(move || drop(i));
+/// }
+/// shrinker_rcu::rcu_barrier();
+/// ```
+#[track_caller]
+pub fn call_rcu_throttled<F: FnOnce() + Send + 'static>(f: F) {
+    assert_may_throttle("call_rcu_throttled");
+    let callbacks = &domain().callbacks;
+    let (shard, over_limit) = callbacks.enqueue(Deferred::from_fn(f), false);
+    callbacks.throttle(shard, over_limit);
+}
+
 /// Run `f` after a grace period, batching it lazily (the kernel's `call_rcu()`
 /// under `CONFIG_RCU_LAZY`).
 ///
 /// For callbacks that only free memory and nobody waits for: the callback may
 /// wait up to [`Tunables::lazy_flush_delay`] (10 s), so that an idle process
-/// runs no grace periods for them. See the module rules for what flushes them
-/// earlier; [`lazy_pending`] counts them for a shrinker.
+/// runs no grace periods for them. The [crate documentation](crate#callbacks)
+/// lists what flushes them earlier; [`lazy_pending`] counts them for a
+/// shrinker.
+///
+/// # Blocking
+///
+/// Never waits, like [`call_rcu`]: it takes this thread's shard lock for a
+/// push, and may be called under any lock, inside a read-side section and
+/// from a callback.
+///
+/// # Panics
+///
+/// If the worker thread cannot be spawned on first use. A panic inside `f`
+/// is caught and counted, as for [`call_rcu`].
 ///
 /// # Example
 ///
@@ -793,6 +996,18 @@ pub fn call_rcu_lazy<F: FnOnce() + Send + 'static>(f: F) {
 /// Queues the box's own pointer: no allocation per call beyond the amortised
 /// growth of the shard's queue. Prompt, like [`call_rcu`].
 ///
+/// # Blocking
+///
+/// Never waits, like [`call_rcu`]: may be called under any lock, inside a
+/// read-side section and from a callback. [`defer_drop_throttled`] is the
+/// form that waits past [`Tunables::backlog_limit`].
+///
+/// # Panics
+///
+/// If the worker thread cannot be spawned on first use. A `Drop` of `value`
+/// that panics is caught on the worker and counted in
+/// [`Stats::callback_panics`].
+///
 /// # Example
 ///
 /// ```
@@ -803,6 +1018,58 @@ pub fn defer_drop<T: Send + 'static>(value: Box<T>) {
     domain().callbacks.enqueue(Deferred::from_box(value), false);
 }
 
+/// [`defer_drop`] with backpressure: past [`Tunables::backlog_limit`] the
+/// caller waits for the callback worker to drain its shard. See
+/// [`call_rcu_throttled`] for who should use it.
+///
+/// # Blocking
+///
+/// As [`call_rcu_throttled`]: only when this thread's shard is at or over
+/// [`Tunables::backlog_limit`], until the worker has drained it below
+/// [`Tunables::high_water`]. Never call it holding a lock that a callback,
+/// or the `Drop` of a deferred value, may take.
+///
+/// # Panics
+///
+/// Inside a read-side section and from inside an RCU callback, whether or
+/// not it would have to wait (`value` is then dropped at once, during the
+/// unwinding); also if the worker thread cannot be spawned on first use.
+///
+/// # Example
+///
+/// ```
+/// for _ in 0..1000 {
+///     shrinker_rcu::defer_drop_throttled(Box::new([0u8; 64]));
+/// }
+/// shrinker_rcu::rcu_barrier();
+/// ```
+#[track_caller]
+pub fn defer_drop_throttled<T: Send + 'static>(value: Box<T>) {
+    assert_may_throttle("defer_drop_throttled");
+    let callbacks = &domain().callbacks;
+    let (shard, over_limit) = callbacks.enqueue(Deferred::from_box(value), false);
+    callbacks.throttle(shard, over_limit);
+}
+
+/// Panic naming `what` where a throttled call could deadlock by waiting.
+#[track_caller]
+fn assert_may_throttle(what: &str) {
+    if crate::in_read_section() {
+        panic!(
+            "{what}() called inside an RCU read-side critical section: it may wait for the \
+             callback worker, whose grace period waits for this reader, and would deadlock \
+             (use the non-throttled form, which never waits)"
+        );
+    }
+    if in_callback() {
+        panic!(
+            "{what}() called from inside an RCU callback: it may wait for the callback \
+             worker, which is this thread, and would deadlock (use the non-throttled form, \
+             which never waits)"
+        );
+    }
+}
+
 /// Wait until every callback queued before this call has run (`rcu_barrier()`).
 ///
 /// Flushes lazy callbacks first. Returns at once if nothing is queued or in
@@ -811,7 +1078,9 @@ pub fn defer_drop<T: Send + 'static>(value: Box<T>) {
 /// # Blocking
 ///
 /// For at least one grace period and the batch ahead of it, when anything is
-/// outstanding.
+/// outstanding. Never call it holding a lock that an outstanding callback
+/// may take: the worker would wait for the lock, and the caller for the
+/// worker.
 ///
 /// # Panics
 ///
@@ -842,6 +1111,11 @@ pub fn in_callback() -> bool {
 /// Move every lazy callback to the prompt queue now, without waiting for it to
 /// run (the lazy-RCU shrinker's scan). The kernel does this under memory
 /// pressure.
+///
+/// # Blocking
+///
+/// Never waits for a callback or a grace period; takes each shard's lock in
+/// turn for a vector append.
 pub fn flush_lazy() {
     domain().callbacks.flush_all_lazy();
 }
@@ -885,6 +1159,11 @@ pub fn tunables() -> &'static Tunables {
 
 /// A snapshot of the counters of the RCU machinery.
 ///
+/// # Blocking
+///
+/// Never waits for a grace period; takes each shard's lock and the
+/// reader-registry mutex briefly, to count.
+///
 /// # Example
 ///
 /// ```
@@ -899,6 +1178,8 @@ pub fn stats() -> Stats {
         // Relaxed: statistics.
         callbacks_invoked: callbacks.invoked.load(Ordering::Relaxed),
         callback_panics: callbacks.panics.load(Ordering::Relaxed),
+        backlog_overloads: callbacks.overload_episodes.load(Ordering::Relaxed),
+        overloaded_enqueues: callbacks.overloaded_enqueues.load(Ordering::Relaxed),
         pending: callbacks.pending(),
         lazy_pending: lazy_pending(),
         readers: crate::reader::registered_readers(),

@@ -2,8 +2,7 @@
 //!
 //! There is one domain per process, like the kernel's `rcu_state`. Keeping its
 //! state in one struct (rather than scattered statics) lets loom build a fresh
-//! domain for every execution, and leaves room for independent (SRCU-like)
-//! domains later.
+//! domain for every execution.
 
 use crossbeam_utils::CachePadded;
 

@@ -259,6 +259,10 @@ impl Domain {
         // Acquire: pairs with the Release store at step 7 of the grace period
         // that reached this value.
         let seq = self.seq.load(Ordering::Acquire);
+        // `as i64` reinterprets on purpose: serial-number comparison (the
+        // kernel's `ULONG_CMP_GE`), exact while `seq` and the cookie are
+        // within 2^63 of each other, i.e. 2^62 grace periods: centuries at a
+        // grace period per nanosecond.
         seq.wrapping_sub(cookie.0) as i64 >= 0
     }
 
@@ -423,7 +427,7 @@ pub fn get_state() -> GpState {
 }
 
 /// Has a full grace period elapsed since `cookie` was taken?
-/// (`poll_state_synchronize_rcu()`.)
+/// (`poll_state_synchronize_rcu()`.) Never blocks: one atomic load.
 ///
 /// # Ordering
 ///
@@ -435,6 +439,11 @@ pub fn poll_state(cookie: GpState) -> bool {
 
 /// Wait for a grace period only if none has elapsed since `cookie`
 /// (`cond_synchronize_rcu()`).
+///
+/// # Blocking
+///
+/// Like [`synchronize_rcu`], unless a full grace period has already elapsed
+/// since `cookie` was taken; then it returns at once.
 ///
 /// # Panics
 ///

@@ -51,23 +51,36 @@
 //! [`call_rcu`], [`call_rcu_lazy`] and [`defer_drop`] queue work on per-thread
 //! shards drained by one background worker, which runs a grace period per batch
 //! and then invokes the batch. A callback that panics is caught, counted in
-//! [`stats`] and reported through `tracing`; the worker lives on. Lazy
+//! [`stats`] and reported through `tracing`; the worker lives on, whatever the
+//! panic throws (a payload whose own `Drop` panics included). Lazy
 //! callbacks follow the kernel's `CONFIG_RCU_LAZY` rules: they wait up to
 //! [`Tunables::lazy_flush_delay`] (10 s) unless their shard holds
 //! [`Tunables::lazy_flush_count`] of them, a prompt callback is queued on the
 //! same shard, [`rcu_barrier`] runs, or someone calls [`flush_lazy`] — a
 //! memory-pressure shrinker, typically, reading [`lazy_pending`] as its count.
-//! The backlog is bounded: past [`Tunables::high_water`] callbacks on a shard
-//! the worker skips its batching delay (expedites), and past
-//! [`Tunables::backlog_limit`] an enqueuer outside any read-side section waits
-//! for the worker to drain the shard instead of letting memory grow without
-//! bound.
+//!
+//! None of these three ever waits, as the kernel's `call_rcu` never sleeps:
+//! they may be called under any lock, inside a read-side section and from a
+//! callback. Overload is handled on the worker's side: past
+//! [`Tunables::high_water`] ready callbacks on a shard the worker skips its
+//! batching delay and runs grace periods back to back, each batch taking
+//! everything ready (expedites); past [`Tunables::backlog_limit`] the overload
+//! is counted ([`Stats::backlog_overloads`]) and reported once per process
+//! through `tracing` at `warn`. A producer that would rather wait than let the
+//! queue grow calls [`call_rcu_throttled`] or [`defer_drop_throttled`], which
+//! wait past the limit until the worker has drained the shard — never under a
+//! lock a callback may take, never inside a read-side section or a callback
+//! (both panic there).
 //!
 //! # Misuse
 //!
-//! Calling [`synchronize_rcu`] or [`rcu_barrier`] inside a read-side section
-//! would wait for itself; both panic with a message that names the mistake, as
-//! does `rcu_barrier` from inside a callback.
+//! Calling [`synchronize_rcu`], [`cond_synchronize`] (when it has to wait),
+//! [`rcu_barrier`] or a throttled call inside a read-side section would wait
+//! for itself; each panics with a message that names the mistake, as do
+//! `rcu_barrier` and the throttled calls from inside a callback
+//! ([`in_callback`] lets other code refuse the same way). Nesting read-side
+//! sections more than `u32::MAX` deep (`u16::MAX` on 32-bit targets) panics
+//! too, in every build.
 //!
 //! # Limits
 //!
@@ -75,7 +88,12 @@
 //!   `exec` (its copy of the reader registry names threads that do not exist
 //!   there, and it has no callback worker).
 //! * A read-side section that never ends (a leaked [`ReadGuard`]) stalls every
-//!   grace period, and with it every deferred free, as in the kernel.
+//!   grace period, and with it every deferred free, as in the kernel. That
+//!   includes a callback that leaks one: the worker then waits for itself.
+//!   Nothing can end such a section on the leaker's behalf, since a leaked
+//!   guard (`Box::leak`, a thread-local) can still be borrowed later.
+//! * A callback that panics while already unwinding (a `Drop` that panics
+//!   during a panic) aborts the process, as anywhere in Rust.
 //!
 //! # Example
 //!
@@ -120,8 +138,8 @@ mod reader;
 
 pub use barrier::{barrier_mode, BarrierMode};
 pub use callback::{
-    call_rcu, call_rcu_lazy, defer_drop, flush_lazy, in_callback, lazy_pending, rcu_barrier, stats,
-    try_flush_lazy, tunables, Stats, Tunables,
+    call_rcu, call_rcu_lazy, call_rcu_throttled, defer_drop, defer_drop_throttled, flush_lazy,
+    in_callback, lazy_pending, rcu_barrier, stats, try_flush_lazy, tunables, Stats, Tunables,
 };
 pub use grace::{cond_synchronize, get_state, poll_state, synchronize_rcu, GpState};
 pub use list::{Iter, ListWriter, RcuList, Removed};

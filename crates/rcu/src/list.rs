@@ -104,6 +104,13 @@ impl<T> RcuList<T> {
     }
 
     /// Take the writer lock. Writers exclude each other, never readers.
+    ///
+    /// # Blocking
+    ///
+    /// Waits for the writer that holds the lock, if any; never for readers
+    /// or a grace period. Holding the [`ListWriter`] inside a read-side
+    /// section is fine; waiting for a grace period while holding it (e.g.
+    /// [`Removed::into_inner`]) delays other writers by as much.
     pub fn lock(&self) -> ListWriter<'_, T> {
         ListWriter {
             list: self,
@@ -130,9 +137,13 @@ impl<T> Drop for RcuList<T> {
     }
 }
 
+/// Formats the elements as a reader sees them, under a read-side section of
+/// its own: never takes the writer lock, so it works (and cannot deadlock)
+/// while the formatting thread holds that lock.
 impl<T: fmt::Debug> fmt::Debug for RcuList<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.lock().iter()).finish()
+        let guard = crate::read_lock();
+        f.debug_list().entries(self.iter(&guard)).finish()
     }
 }
 
@@ -252,6 +263,11 @@ impl<'a, T> ListWriter<'a, T> {
     }
 
     /// Unlink the first element matching `pred` (`list_del_rcu`).
+    ///
+    /// # Panics
+    ///
+    /// If `pred` panics; the panic propagates and the list is left as it
+    /// was (nothing is unlinked before `pred` has answered).
     pub fn remove_first(&mut self, mut pred: impl FnMut(&T) -> bool) -> Option<Removed<T>>
     where
         T: Send + 'static,
@@ -273,7 +289,20 @@ impl<'a, T> ListWriter<'a, T> {
     }
 
     /// Keep the elements for which `keep` returns true; the others are
-    /// unlinked and dropped after a grace period. Returns how many went.
+    /// unlinked and dropped after a grace period, on the callback worker
+    /// (never under the writer lock). Returns how many went.
+    ///
+    /// # Blocking
+    ///
+    /// Never waits for a grace period: the removed elements go to
+    /// [`crate::defer_drop`].
+    ///
+    /// # Panics
+    ///
+    /// If `keep` panics; the panic propagates, the elements already removed
+    /// stay removed (and are dropped after a grace period), the rest stay
+    /// linked, and the list stays consistent. Also if the RCU callback
+    /// worker cannot be spawned on the process's first deferred free.
     pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) -> usize
     where
         T: Send + 'static,
@@ -290,7 +319,9 @@ impl<'a, T> ListWriter<'a, T> {
                 prev = p;
             } else {
                 // SAFETY: `p` is linked with predecessor `prev`; lock held.
-                drop(unsafe { self.unlink(prev, p) });
+                // Deferred, never dropped inline: `T::drop` must not run
+                // under the writer lock we hold.
+                unsafe { self.unlink(prev, p) }.0.defer();
                 removed += 1;
             }
             p = next;
@@ -307,6 +338,11 @@ pub struct Removed<T: Send + 'static>(Retired<Node<T>>);
 
 impl<T: Send + 'static> Removed<T> {
     /// Wait for the grace period (if it has not passed) and take the element.
+    ///
+    /// # Blocking
+    ///
+    /// For a grace period, unless one has already elapsed since the element
+    /// was unlinked.
     ///
     /// # Panics
     ///

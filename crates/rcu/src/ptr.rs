@@ -146,9 +146,23 @@ impl<T: Send + 'static> RcuPtr<T> {
         NonNull::new(old).map(|p| unsafe { Retired::new(p) })
     }
 
-    /// Publish `value`; the old value is freed after a grace period.
+    /// Publish `value`; the old value is freed after a grace period, always on
+    /// the callback worker (never inline here, even if a grace period
+    /// happens to elapse in between: its `Drop` never runs under the
+    /// caller's locks).
+    ///
+    /// # Blocking
+    ///
+    /// Never: the old value goes to [`crate::defer_drop`].
+    ///
+    /// # Panics
+    ///
+    /// If the RCU callback worker cannot be spawned on the process's first
+    /// deferred free.
     pub fn store(&self, value: T) {
-        drop(self.replace(value));
+        if let Some(old) = self.replace(value) {
+            old.defer();
+        }
     }
 
     /// Unpublish the value, leaving null.
@@ -185,7 +199,8 @@ impl<T> fmt::Debug for RcuPtr<T> {
 
 /// An unpublished value that readers may still be reading.
 ///
-/// Dropping it frees the value after a grace period ([`crate::defer_drop`]);
+/// Dropping it frees the value after a grace period ([`crate::defer_drop`],
+/// which never waits; at once if the grace period has already passed);
 /// [`into_box`](Self::into_box) waits for the grace period instead and gives
 /// the value back. It knows the grace period it needs (a cookie taken when the
 /// value was unpublished), so a conversion after a grace period has already
@@ -225,6 +240,11 @@ impl<T: Send + 'static> Retired<T> {
 
     /// Wait for the grace period (if it has not passed yet) and take the value.
     ///
+    /// # Blocking
+    ///
+    /// For a grace period ([`crate::cond_synchronize`]), unless one has
+    /// already elapsed since the value was unpublished.
+    ///
     /// # Panics
     ///
     /// Inside a read-side section, if it has to wait.
@@ -250,6 +270,16 @@ impl<T: Send + 'static> Retired<T> {
     /// The grace-period cookie this value waits for.
     pub fn cookie(&self) -> GpState {
         self.cookie
+    }
+
+    /// Hand the value to [`crate::defer_drop`] unconditionally: unlike
+    /// `Drop`, never drops it inline, so its `Drop` cannot run under the
+    /// caller's locks however the race with grace periods goes.
+    pub(crate) fn defer(self) {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: we own the box (invariant) and `this` will not free it;
+        // ownership moves to the queue, which drops it after a grace period.
+        crate::defer_drop(unsafe { Box::from_raw(this.ptr.as_ptr()) });
     }
 }
 

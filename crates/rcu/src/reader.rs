@@ -82,6 +82,18 @@ impl Drop for ReaderTls {
     }
 }
 
+/// The nesting count is full (`u32::MAX` sections on 64-bit targets,
+/// `u16::MAX` on 32-bit ones): almost certainly guards leaked with
+/// `mem::forget` or an unbounded recursion. The count is left as it was.
+#[cold]
+#[inline(never)]
+fn nesting_overflow() -> ! {
+    panic!(
+        "RCU read_lock() nesting overflow: {NEST_MASK} read-side sections are already open on \
+         this thread (leaked ReadGuards, or unbounded recursion inside a section)"
+    );
+}
+
 impl ReaderTls {
     #[inline(always)]
     fn lock(&self) {
@@ -101,10 +113,12 @@ impl ReaderTls {
             // the grace period's step-2 `master_barrier()`.
             reader_barrier(domain.gp.mode.is_membarrier());
         } else {
-            debug_assert!(
-                ctr & NEST_MASK < NEST_MASK,
-                "RCU read-side nesting overflow"
-            );
+            // Checked in every build: one more would carry into the phase
+            // bit and leave nesting at zero with every guard live. A compare
+            // and a never-taken branch on the nested path only.
+            if ctr & NEST_MASK == NEST_MASK {
+                nesting_overflow();
+            }
             // Relaxed: nesting changes are invisible to grace periods (the
             // state only depends on nesting being non-zero).
             self.reader.ctr.store(ctr + GP_COUNT, Ordering::Relaxed);
@@ -115,6 +129,10 @@ impl ReaderTls {
     fn unlock(&self) {
         // Relaxed: only this thread writes its `ctr`.
         let ctr = self.reader.ctr.load(Ordering::Relaxed);
+        // An internal invariant, not a user error: a `ReadGuard` is made only
+        // by `read_lock`, is `!Send`, and the record outlives every guard of
+        // its thread (even across thread-local teardown), so no safe code can
+        // unlock more sections than it locked.
         debug_assert_ne!(ctr & NEST_MASK, 0, "RCU read_unlock without read_lock");
         if ctr & NEST_MASK == GP_COUNT {
             if self.state.get() != REGISTERED {
@@ -198,18 +216,19 @@ impl ReaderTls {
         // Relaxed: only this thread writes its `ctr`.
         let in_section = self.reader.ctr.load(Ordering::Relaxed) & NEST_MASK != 0;
         if in_section {
-            // A section is open across our own teardown (a guard held by a
+            // A section is open across our own teardown (guards held by a
             // thread-local destroyed after us): keep it protected by
-            // counting it, as `lock_slow` does for `DEFUNCT` sections.
+            // counting it, as `lock_slow` does for `DEFUNCT` sections. The
+            // count stands for the whole section, however deeply nested:
+            // `ctr` keeps its nesting, so only the outermost guard's drop
+            // reaches `unlock_slow` and uncounts it. (Resetting the nesting
+            // to one here once let an inner guard's drop end the counted
+            // section while the outer guard was still live.)
             domain.defunct_readers.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
         }
         lock(&domain.readers).unregister(ReaderRef(&self.reader));
         self.state.set(DEFUNCT);
-        if in_section {
-            // Relaxed: the record is unregistered; only we read it.
-            self.reader.ctr.store(GP_COUNT, Ordering::Relaxed);
-        }
     }
 
     #[inline]
@@ -229,6 +248,18 @@ impl ReaderTls {
 ///
 /// Sections must be short-ish: a section that blocks delays every grace
 /// period, and with it every deferred free.
+///
+/// A guard cannot leave its thread:
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// send(shrinker_rcu::read_lock());
+/// ```
+///
+/// ```compile_fail
+/// fn share<T: Sync>(_: &T) {}
+/// share(&shrinker_rcu::read_lock());
+/// ```
 #[must_use = "the read-side section ends when the guard is dropped"]
 pub struct ReadGuard {
     _not_send: PhantomData<*const ()>,
@@ -254,6 +285,18 @@ impl std::fmt::Debug for ReadGuard {
 /// [`crate::BarrierMode::Fence`]); nested calls only count. The first call on
 /// a thread registers it, which takes a mutex once.
 ///
+/// # Blocking
+///
+/// Never waits for a grace period. The first call on a thread takes the
+/// reader-registry mutex (held by a grace period only while it scans, never
+/// while it sleeps) and, first in the process, decides the barrier mode
+/// (one `membarrier` registration syscall).
+///
+/// # Panics
+///
+/// If this thread already has `u32::MAX` sections open (`u16::MAX` on 32-bit
+/// targets): leaked guards or unbounded recursion. Checked in every build.
+///
 /// # Example
 ///
 /// ```
@@ -274,6 +317,9 @@ pub fn read_lock() -> ReadGuard {
 }
 
 /// Is the current thread inside a read-side critical section?
+///
+/// Code that may block uses it to refuse to wait there, as
+/// [`crate::synchronize_rcu`] does. Lock-free; a thread-local read.
 #[inline]
 pub fn in_read_section() -> bool {
     READER.with(ReaderTls::in_section)
@@ -293,4 +339,40 @@ pub(crate) fn assert_not_in_read_section(what: &str) {
 /// Number of threads currently registered as readers.
 pub(crate) fn registered_readers() -> usize {
     lock(&domain().readers).len()
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Nesting one past `NEST_MASK` used to carry into the phase bit in
+    /// release builds (a debug-only assertion guarded it), leaving the
+    /// thread at nesting zero while every guard was live: a panic now, in
+    /// every build. On a fresh, never-registered thread, so no grace period
+    /// of the other tests sees the fabricated nesting.
+    #[test]
+    fn read_lock_nesting_overflow_panics_in_every_build() {
+        std::thread::spawn(|| {
+            // Relaxed: our own record, not registered.
+            READER.with(|r| r.reader.ctr.store(NEST_MASK, Ordering::Relaxed));
+            let r = std::panic::catch_unwind(read_lock);
+            let payload = r.expect_err("nesting overflow must panic");
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            assert!(
+                msg.contains("read_lock() nesting overflow"),
+                "unexpected panic: {msg}"
+            );
+            // The count was left as it was: unwind the fabricated nesting.
+            READER.with(|r| {
+                assert_eq!(r.reader.ctr.load(Ordering::Relaxed), NEST_MASK);
+                r.reader.ctr.store(0, Ordering::Relaxed);
+            });
+        })
+        .join()
+        .unwrap();
+    }
 }

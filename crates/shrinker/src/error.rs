@@ -2,7 +2,8 @@
 
 use std::collections::TryReserveError;
 
-use crate::{GroupId, ShrinkerId};
+use crate::group_id::GroupId;
+use crate::info::ShrinkerId;
 
 /// Building a shrinker or a registry failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

@@ -65,8 +65,8 @@
 //! (reclaim pins it) → unregister (close the registry's pin gate; drop the
 //! initial reference; wait until every in-flight call has unpinned; unlink
 //! under the mutex; free with `call_rcu`) → freed. A shrinker built but
-//! never registered is freed without any wait. `shrinker.rs` and `node.rs`
-//! carry the numbered protocols and the state table.
+//! never registered is freed without any wait. `registry/handles.rs` and
+//! `registry/object.rs` carry the numbered protocols and the state table.
 //!
 //! # The reclaim walk
 //!
@@ -82,7 +82,8 @@
 //! slot) otherwise; the first unregister after a quiet spell closes a gate
 //! (the kernel's `rcu_sync`) with one grace period, and under churn the gate
 //! stays closed, so unregistration waits for no grace period there.
-//! `pin.rs` has the protocol and its proof, `registry.rs` the walk.
+//! `registry/pin.rs` has the protocol and its proof, `registry/mod.rs` and
+//! `registry/walk.rs` the walk.
 //!
 //! # Nodes and groups
 //!
@@ -98,8 +99,8 @@
 //! [`ShrinkerRegistry::set_shrinker_bit`], which [`ListLru`]'s notify hook
 //! calls on an empty → non-empty list), with that group's deferred work;
 //! removing a group moves its deferred work and, through
-//! [`GroupObserver`]s, its objects into the parent. groups.rs has the
-//! layout, the handshake and the lifetimes.
+//! [`GroupObserver`]s, its objects into the parent. `groups/mod.rs` has
+//! the layout, the handshake and the lifetimes.
 //!
 //! # Faults and misuse
 //!
@@ -115,37 +116,74 @@
 //! marked instead of freed there, so a walker that touches a freed node
 //! fails the model); `tests/torture.rs` churns
 //! registrations against walks under AddressSanitizer in CI.
+//!
+//! # Layout of the source
+//!
+//! One folder per concern; imports flow one way, downwards in this
+//! drawing (a file uses only files drawn above it; unit tests exempt):
+//!
+//! ```text
+//! contract   shrink.rs  info.rs  error.rs  request.rs  topology.rs  group_id.rs  freed.rs
+//!              the types callers and callbacks see
+//!                 │
+//! lifetime/  rcu_array.rs  free.rs  live_ref.rs  frames.rs
+//!              each mechanism once: the RCU-grown array, the free after
+//!              a grace period, the pin with its dying mark, the
+//!              "inside X" frame stack
+//!                 │
+//! engine/    mod.rs (do_shrink_slab)  nr_deferred.rs
+//!                 │
+//! registry/  object.rs → ids.rs, pin.rs → walk.rs
+//!   internals  the shrinker object, the id table, walker slots and the
+//!              gate, the global walk and the callout pin
+//!                 │
+//! groups/    unit_map.rs → data.rs → mod.rs (tree) → walk.rs, remove.rs
+//!              given the registry's gate and id table as arguments
+//!                 │
+//! registry/  mod.rs (ShrinkerRegistry, the list) → group_api.rs,
+//!   facade     handles.rs (ShrinkerBuilder, Shrinker, Registered)
+//!                 │
+//! reclaim/   mod.rs (Reclaimer) → thread.rs, pass.rs, budget.rs,
+//!              allocator.rs, lazy_rcu.rs: the kswapd of a process, on the
+//!              facade and `shrinker-pressure`
+//!                 │
+//! lru/       list_lru.rs (+ list_lru/), lru_cache.rs (+ lru_cache/)
+//!              built on the public face (and `lifetime/`'s RcuArray)
+//! ```
+//!
+//! `tests/layers.rs` checks the rule (each edge downwards, no circle).
+//! `lib.rs` re-exports the public types and holds the std/loom switch
+//! (`sync`), which every layer may use.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 mod engine;
 mod error;
 mod freed;
-mod group;
+mod group_id;
 mod groups;
-mod ids;
 mod info;
-pub mod list_lru;
-pub mod lru_cache;
-mod node;
-mod pin;
+mod lifetime;
+mod lru;
 pub mod reclaim;
 mod registry;
 mod request;
 mod shrink;
-mod shrinker;
 mod topology;
 
 pub use error::{BuildError, GroupError, ShrinkError};
 pub use freed::Freed;
-pub use group::{GroupId, GroupObserver};
+pub use group_id::GroupId;
+pub use groups::GroupObserver;
 pub use info::{ShrinkerFlags, ShrinkerId, ShrinkerInfo, ShrinkerStats};
-pub use list_lru::{Isolate, ListLru, LruKey, ReparentError};
-pub use lru_cache::{CacheError, CacheStats, InsertError, LruCache, LruCacheBuilder};
+pub use lru::list_lru::{Isolate, ListLru, LruKey, ReparentError};
+pub use lru::lru_cache::{CacheError, CacheStats, InsertError, LruCache, LruCacheBuilder};
+#[doc(inline)]
+pub use lru::{list_lru, lru_cache};
+pub use registry::handles::{Registered, Shrinker, ShrinkerBuilder};
 pub use registry::{RegistryBuilder, ShrinkerRegistry};
 pub use request::ShrinkRequest;
 pub use shrink::{Count, Scan, Shrink, ShrinkControl};
-pub use shrinker::{Registered, Shrinker, ShrinkerBuilder};
 
 /// The workspace README's snippets, compiled and run as doctests so that
 /// they cannot rot.
@@ -155,7 +193,7 @@ pub struct ReadmeDoctests;
 
 /// The std/loom switch: every atomic and lock that takes part in a protocol
 /// comes from here. (Statistics counters are std atomics on purpose: see
-/// `node.rs`.)
+/// `registry/object.rs`.)
 #[allow(unused_imports)]
 mod sync {
     #[cfg(loom)]

@@ -1,7 +1,10 @@
 //! [`ShrinkRequest`]: one reclaim pass's parameters.
 
-use crate::engine::DEF_PRIORITY;
-use crate::GroupId;
+use crate::group_id::GroupId;
+
+/// `DEF_PRIORITY`: the gentlest reclaim priority, and the highest a
+/// request may ask for.
+pub(crate) const DEF_PRIORITY: u8 = 12;
 
 /// What to shrink and how hard: the arguments of the kernel's
 /// `shrink_slab(gfp, nid, memcg, priority)`.

@@ -38,7 +38,7 @@
 
 use std::sync::Arc;
 
-use crate::GroupId;
+use crate::group_id::GroupId;
 
 /// What a [`Shrink::count`] reports.
 ///
@@ -256,26 +256,22 @@ pub trait Shrink: Send + Sync + 'static {
     fn scan(&self, sc: &mut ShrinkControl) -> Scan;
 }
 
-impl<T: Shrink + ?Sized> Shrink for Arc<T> {
-    #[inline]
-    fn count(&self, sc: &ShrinkControl) -> Count {
-        (**self).count(sc)
-    }
+/// `Shrink` through an owning pointer: both callbacks forward to the
+/// pointee (one definition for every pointer type).
+macro_rules! forward_shrink {
+    ($($ptr:ident),*) => {$(
+        impl<T: Shrink + ?Sized> Shrink for $ptr<T> {
+            #[inline]
+            fn count(&self, sc: &ShrinkControl) -> Count {
+                (**self).count(sc)
+            }
 
-    #[inline]
-    fn scan(&self, sc: &mut ShrinkControl) -> Scan {
-        (**self).scan(sc)
-    }
+            #[inline]
+            fn scan(&self, sc: &mut ShrinkControl) -> Scan {
+                (**self).scan(sc)
+            }
+        }
+    )*};
 }
 
-impl<T: Shrink + ?Sized> Shrink for Box<T> {
-    #[inline]
-    fn count(&self, sc: &ShrinkControl) -> Count {
-        (**self).count(sc)
-    }
-
-    #[inline]
-    fn scan(&self, sc: &mut ShrinkControl) -> Scan {
-        (**self).scan(sc)
-    }
-}
+forward_shrink!(Arc, Box);

@@ -203,6 +203,23 @@ impl Shrink for PanicsInCount {
     }
 }
 
+/// A one-node registry whose walks take light pins (`close_gate_first ==
+/// false`: a new registry's gate is open) or refcount pins (`true`: an
+/// unregister has just closed the gate, which stays closed for a grace
+/// period and a callback's delay).
+fn registry_with_gate(close_gate_first: bool) -> Arc<ShrinkerRegistry> {
+    let reg = registry(1);
+    if close_gate_first {
+        drop(
+            ShrinkerBuilder::new("closer")
+                .build_in(&reg, PanicsInCount)
+                .unwrap()
+                .register(),
+        );
+    }
+    reg
+}
+
 /// Item 3: a panic outside the caught callback (here the `tracing`
 /// subscriber that the crate reports the callback's panic to) unwinds
 /// through the walk. The pin was released by straight-line code after the
@@ -212,15 +229,7 @@ impl Shrink for PanicsInCount {
 #[test]
 fn panic_outside_the_callback_releases_the_shrinker_pin() {
     for close_gate_first in [false, true] {
-        let reg = registry(1);
-        if close_gate_first {
-            drop(
-                ShrinkerBuilder::new("closer")
-                    .build_in(&reg, PanicsInCount)
-                    .unwrap()
-                    .register(),
-            );
-        }
+        let reg = registry_with_gate(close_gate_first);
         let s = ShrinkerBuilder::new("panics")
             .build_in(&reg, PanicsInCount)
             .unwrap()
@@ -242,15 +251,7 @@ fn panic_outside_the_callback_releases_the_shrinker_pin() {
 #[test]
 fn panic_outside_the_callback_releases_the_group_pin() {
     for close_gate_first in [false, true] {
-        let reg = registry(1);
-        if close_gate_first {
-            drop(
-                ShrinkerBuilder::new("closer")
-                    .build_in(&reg, PanicsInCount)
-                    .unwrap()
-                    .register(),
-            );
-        }
+        let reg = registry_with_gate(close_gate_first);
         let g = reg.create_group(GroupId::ROOT).unwrap();
         let s = ShrinkerBuilder::new("panics")
             .group_aware(true)

@@ -5,7 +5,7 @@
 //!
 //! Only the root group can be named from outside the crate until the group
 //! tree lands, so this harness runs on several nodes and the root group; the
-//! unit-level harness in `src/list_lru/tests.rs` runs the same model with
+//! unit-level harness in `src/lru/list_lru/tests.rs` runs the same model with
 //! four groups and reparenting.
 
 use shrinker::{GroupId, Isolate, ListLru, LruKey, ReparentError};
@@ -15,7 +15,7 @@ fn gid(i: u32) -> GroupId {
     GroupId::ROOT
 }
 
-include!("../src/list_lru/model.rs");
+include!("../src/lru/list_lru/model.rs");
 
 proptest! {
     #![proptest_config(ProptestConfig {

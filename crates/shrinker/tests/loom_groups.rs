@@ -1,6 +1,6 @@
 //! loom model of the store-buffering handshake between a producer that
 //! makes a (group, node) list non-empty and sets the shrinker's bit, and a
-//! group walk whose `count` saw the list empty and clears the bit (groups.rs,
+//! group walk whose `count` saw the list empty and clears the bit (groups/mod.rs,
 //! "The handshake with producers"): the real `set_shrinker_bit` and the real
 //! group walk, on a registry with one group-aware shrinker.
 //!
@@ -16,7 +16,7 @@
 //!   fail under loom: shrinker-rcu's loom build enters read sections with a
 //!   fence of its own, which the real build does not.)
 //! * `walk_against_remove_group`, once with the gate open (the walk takes a
-//!   light group pin, pin.rs) and once with it held closed (the group's
+//!   light group pin, registry/pin.rs) and once with it held closed (the group's
 //!   refcount): deferred work that a walk of the group adds is lost, i.e.
 //!   removal reparented the counts before the walk's group pin was dropped.
 //!   Mutation checks: deleting `wait_for_light_group_pins` in `remove_group`

@@ -982,7 +982,7 @@ fn removal_during_group_reclaim_moves_everything_to_the_parent() {
 }
 
 /// Deferred work follows removals up to the root, exactly: the numbers are
-/// the kernel's formula (engine.rs) for 100 and 40 objects at priority 2,
+/// the kernel's formula (engine/mod.rs) for 100 and 40 objects at priority 2,
 /// where every pass defers and none scans.
 #[test]
 fn deferred_work_follows_removals_to_the_root_exactly() {

@@ -35,7 +35,7 @@
 //! | `WMARK_MIN` (direct reclaim, then OOM) | the Critical mark (97 %): the reclaimer may use more CPU |
 //! | `WMARK_HIGH`: kswapd stops | the recovery mark (85 %): [`Reading::headroom`](shrinker_pressure::Reading::headroom) is the bytes to free to get back under it |
 //! | `sc.nr_to_reclaim` | the round's byte target: the headroom where the source knows one; otherwise ChromeOS resourced's policy, [`ReclaimConfig::moderate_target`] (10 MiB) at Moderate and [`ReclaimConfig::critical_target`] (100 MiB) at Critical, doubling while the level holds, up to [`ReclaimConfig::max_target`] |
-//! | `sc.priority` from `DEF_PRIORITY` (12) down to 0 | one registry walk per priority (every node), from 12 down, in [`pass`] |
+//! | `sc.priority` from `DEF_PRIORITY` (12) down to 0 | one registry walk per priority (every node), from 12 down, in `pass.rs` |
 //! | `pgdat_balanced()` between priorities | the source is read again after every walk; the round stops as soon as the target is met, the level fell, or the source says no headroom is left |
 //! | `reclaim_state->reclaimed` (slab pages freed) | the bytes shrinkers report ([`ShrinkControl::report_freed_bytes`](crate::ShrinkControl::report_freed_bytes)), or their objects times a declared size ([`ShrinkerBuilder::object_bytes`](crate::ShrinkerBuilder::object_bytes)) |
 //! | pages freed are free | not so here: freed objects go back to the allocator, which keeps them; after a round that freed more than [`ReclaimConfig::trim_threshold`] the reclaimer calls the allocator's return (`malloc_trim(0)` on glibc, or a hook) |
@@ -86,224 +86,31 @@
 
 mod allocator;
 mod budget;
+mod config;
 mod lazy_rcu;
 mod pass;
+mod report;
+mod shared;
 mod thread;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use shrinker_pressure::{Level, Monitor, MonitorWaker, SourceKind};
+use shrinker_pressure::{Monitor, MonitorWaker};
 
 pub use allocator::AllocatorReturn;
+pub use config::{ReclaimConfig, ReclaimerError};
 pub use lazy_rcu::LazyRcuShrinker;
+pub use report::{LevelEvent, LevelWatch, ReclaimerStats, SourceFigures};
+
+use shared::Shared;
 
 use crate::{Freed, Registered, ShrinkerBuilder, ShrinkerRegistry};
 
 use pass::Rounds;
-
-const MIB: u64 = 1 << 20;
-
-/// What a [`Reclaimer`] aims for and how much it may spend; every field
-/// has a documented default ([`Default`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct ReclaimConfig {
-    /// The first round's target at Moderate when the source knows no
-    /// headroom (PSI, systemd): 10 MiB (ChromeOS resourced).
-    pub moderate_target: u64,
-    /// The same at Critical: 100 MiB (resourced).
-    pub critical_target: u64,
-    /// The doubling of a target while the level holds stops here: 1 GiB.
-    pub max_target: u64,
-    /// While the level is Moderate or Critical, look again this often:
-    /// 200 ms. (While it is None the reclaimer only waits for the source.)
-    pub recheck: Duration,
-    /// CPU share of one CPU the reclaimer may use per window at Moderate:
-    /// 0.10.
-    pub cpu_budget: f64,
-    /// The same at Critical: 0.50.
-    pub critical_cpu_budget: f64,
-    /// The window the budget is measured over: 1 s.
-    pub budget_window: Duration,
-    /// Call the allocator's return after a round that freed at least this
-    /// many bytes (or freed objects of unknown size): 1 MiB.
-    pub trim_threshold: u64,
-    /// Register the lazy-RCU shrinker ([`LazyRcuShrinker`]) while the
-    /// reclaimer runs: true.
-    pub lazy_rcu_shrinker: bool,
-}
-
-impl Default for ReclaimConfig {
-    fn default() -> Self {
-        ReclaimConfig {
-            moderate_target: 10 * MIB,
-            critical_target: 100 * MIB,
-            max_target: 1024 * MIB,
-            recheck: Duration::from_millis(200),
-            cpu_budget: 0.10,
-            critical_cpu_budget: 0.50,
-            budget_window: Duration::from_secs(1),
-            trim_threshold: MIB,
-            lazy_rcu_shrinker: true,
-        }
-    }
-}
-
-impl ReclaimConfig {
-    /// Check every field's range.
-    ///
-    /// # Errors
-    ///
-    /// [`ReclaimerError::Config`] naming the first field out of range:
-    /// targets must be positive with `moderate ≤ critical ≤ max`; `recheck`
-    /// and `budget_window` between 1 ms and 1 hour; budgets in `(0, 1]`
-    /// with `cpu_budget ≤ critical_cpu_budget`.
-    pub fn validate(&self) -> Result<(), ReclaimerError> {
-        let bad = |field: &'static str, why: &str| {
-            Err(ReclaimerError::Config {
-                field,
-                reason: why.to_owned(),
-            })
-        };
-        if self.moderate_target == 0 {
-            return bad("moderate_target", "must be positive");
-        }
-        if self.critical_target < self.moderate_target {
-            return bad("critical_target", "must be at least moderate_target");
-        }
-        if self.max_target < self.critical_target {
-            return bad("max_target", "must be at least critical_target");
-        }
-        let span = Duration::from_millis(1)..=Duration::from_secs(3600);
-        if !span.contains(&self.recheck) {
-            return bad("recheck", "must be between 1 ms and 1 hour");
-        }
-        if !span.contains(&self.budget_window) {
-            return bad("budget_window", "must be between 1 ms and 1 hour");
-        }
-        let share = |x: f64| x > 0.0 && x <= 1.0;
-        if !share(self.cpu_budget) {
-            return bad("cpu_budget", "must be in (0, 1] (a share of one CPU)");
-        }
-        if !share(self.critical_cpu_budget) || self.critical_cpu_budget < self.cpu_budget {
-            return bad(
-                "critical_cpu_budget",
-                "must be in (0, 1] and at least cpu_budget",
-            );
-        }
-        Ok(())
-    }
-}
-
-/// Why a reclaimer could not be built or started.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReclaimerError {
-    /// A configuration field is out of range.
-    #[error("reclaimer configuration: {field} {reason}")]
-    Config {
-        /// The field.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// No pressure source could be opened (auto-detection failed).
-    #[error("reclaimer: no memory-pressure source: {0}")]
-    Pressure(#[from] shrinker_pressure::Error),
-    /// The lazy-RCU shrinker could not be registered.
-    #[error("reclaimer: registering the lazy-RCU shrinker: {0}")]
-    Build(#[from] crate::BuildError),
-    /// The thread could not be spawned.
-    #[error("reclaimer: spawning its thread: {0}")]
-    Spawn(#[source] std::io::Error),
-}
-
-/// A level change (or a round's result at a level) told to subscribers:
-/// Android's `onTrimMemory`, Chromium's memory-pressure listener.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LevelEvent {
-    /// The level now.
-    pub level: Level,
-    /// The level before (the same as `level` for a round's result).
-    pub previous: Level,
-    /// The round's byte target (`None` for a fall to [`Level::None`]).
-    pub target_bytes: Option<u64>,
-    /// What the round freed; for a fall to None, what the whole episode of
-    /// pressure freed.
-    pub freed: Freed,
-    /// Critical, and a round went down to priority 0 and found nothing
-    /// left to shrink: shedding load is what is left.
-    pub exhausted: bool,
-    /// The source that said it.
-    pub source: SourceKind,
-}
-
-/// Bytes asked for and freed, per source.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SourceFigures {
-    /// Rounds run on this source's readings.
-    pub rounds: u64,
-    /// Sum of the rounds' targets.
-    pub bytes_asked: u64,
-    /// Sum of the bytes the rounds freed (as shrinkers reported them).
-    pub bytes_freed: u64,
-}
-
-/// What the reclaimer has done since it started.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ReclaimerStats {
-    /// Registry walks run (one per priority per round, all nodes).
-    pub passes: u64,
-    /// Rounds (a descent from priority 12 toward 0 for one target).
-    pub rounds: u64,
-    /// Proactive [`Reclaimer::reclaim`] calls.
-    pub proactive_calls: u64,
-    /// Per source kind (and `"proactive"`), in the order first seen.
-    pub by_source: Vec<(&'static str, SourceFigures)>,
-    /// Objects freed in all.
-    pub objects_freed: u64,
-    /// Bytes freed in all (as reported; objects of unknown size count 0).
-    pub bytes_freed: u64,
-    /// Reaction of the last round: from the reading that asked for it to
-    /// its first walk.
-    pub last_reaction: Option<Duration>,
-    /// The slowest reaction seen.
-    pub max_reaction: Option<Duration>,
-    /// The reclaimer thread's CPU time.
-    pub cpu_used: Duration,
-    /// Rounds cut short by the CPU budget.
-    pub budget_stops: u64,
-    /// Calls of the allocator's return.
-    pub trims: u64,
-    /// Rounds whose reported frees did not show in the usage (see the
-    /// module docs, "Closed loop and escalation").
-    pub unreturned_rounds: u64,
-    /// Rounds at Critical that found nothing left to shrink.
-    pub exhausted_rounds: u64,
-    /// Times the monitor replaced a dead source.
-    pub source_failovers: u64,
-    /// The last level seen.
-    pub last_level: Level,
-    /// The live source's `describe()` text.
-    pub source: String,
-}
-
-impl ReclaimerStats {
-    fn figures(&mut self, source: &'static str) -> &mut SourceFigures {
-        let i = match self.by_source.iter().position(|(s, _)| *s == source) {
-            Some(i) => i,
-            None => {
-                self.by_source.push((source, SourceFigures::default()));
-                self.by_source.len() - 1
-            }
-        };
-        &mut self.by_source[i].1
-    }
-}
 
 /// Builds a [`Reclaimer`]: [`Reclaimer::builder`].
 pub struct ReclaimerBuilder {
@@ -392,6 +199,7 @@ impl ReclaimerBuilder {
                 ..ReclaimerStats::default()
             }),
             subscribers: Mutex::new(Vec::new()),
+            watch: LevelWatch::new(),
         });
         let waker = monitor.waker();
         let thread = {
@@ -428,31 +236,6 @@ impl fmt::Debug for Reclaimer {
         f.debug_struct("Reclaimer")
             .field("stats", &self.stats())
             .finish_non_exhaustive()
-    }
-}
-
-struct Shared {
-    registry: ShrinkerRegistry,
-    config: ReclaimConfig,
-    allocator: AllocatorReturn,
-    stop: AtomicBool,
-    stats: Mutex<ReclaimerStats>,
-    subscribers: Mutex<Vec<Sender<LevelEvent>>>,
-}
-
-impl Shared {
-    fn stopping(&self) -> bool {
-        // Relaxed: a request to stop soon; the join orders everything else.
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    fn stats(&self) -> std::sync::MutexGuard<'_, ReclaimerStats> {
-        self.stats.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn tell(&self, event: &LevelEvent) {
-        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        subs.retain(|s| s.send(event.clone()).is_ok());
     }
 }
 
@@ -511,6 +294,11 @@ impl Reclaimer {
         f.bytes_asked = f.bytes_asked.saturating_add(bytes);
         f.bytes_freed = f.bytes_freed.saturating_add(out.freed.bytes);
         out.freed
+    }
+
+    /// The current level, readable from any thread (see [`LevelWatch`]).
+    pub fn level_watch(&self) -> LevelWatch {
+        self.shared.watch.clone()
     }
 
     /// A snapshot of the statistics.

@@ -117,9 +117,13 @@ fn moderate_with_headroom_frees_the_headroom_and_stops() {
     let st = r.stats();
     assert!(st.rounds >= 1 && st.passes >= 1);
     assert_eq!(st.by_source[0].0, "manual");
+    assert_eq!(r.level_watch().level(), Level::Moderate);
     // Back to None: told with what the episode freed.
+    let before = r.level_watch().changed_at();
     h.set(Level::None);
     let e = next(&rx);
+    assert_eq!(r.level_watch().level(), Level::None);
+    assert!(r.level_watch().changed_at() >= before);
     assert_eq!((e.level, e.previous), (Level::None, Level::Moderate));
     assert!(e.freed.bytes >= 300 * KIB);
     drop(r);
@@ -471,4 +475,39 @@ fn same_level_event_while_the_level_holds_starts_a_round() {
     h.set_bytes(Level::Moderate, 950 * KIB, 1000 * KIB, 100 * KIB);
     eventually("a round for the same-level event", || r.stats().rounds >= 2);
     drop(r);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)] // the RCU worker thread
+fn lazy_rcu_shrinker_counts_and_flushes_pending_lazy_callbacks() {
+    use std::sync::atomic::AtomicU64;
+    let reg = registry();
+    let s = ShrinkerBuilder::new("rcu-lazy")
+        .build_in(&reg, LazyRcuShrinker::new())
+        .unwrap()
+        .register();
+    let ran = Arc::new(AtomicU64::new(0));
+    // Far from the default flush count, with a long delay: they wait.
+    shrinker_rcu::tunables().set_lazy_flush_delay(Duration::from_secs(3600));
+    for _ in 0..100 {
+        let ran = Arc::clone(&ran);
+        shrinker_rcu::call_rcu_lazy(move || {
+            ran.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    // Other tests free shrinkers lazily too: at least ours are pending.
+    assert!(shrinker_rcu::lazy_pending() >= 100);
+    let freed = reg
+        .shrink(&crate::ShrinkRequest {
+            priority: 0,
+            ..crate::ShrinkRequest::default()
+        })
+        .unwrap();
+    assert!(freed >= 100, "flushed {freed}");
+    // Flushed: they run after a grace period, not after the lazy delay.
+    eventually("the flushed callbacks ran", || {
+        ran.load(Ordering::Relaxed) == 100
+    });
+    assert!(s.stats().freed >= 100);
+    shrinker_rcu::tunables().set_lazy_flush_delay(Duration::from_secs(10));
 }

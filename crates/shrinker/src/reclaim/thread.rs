@@ -25,7 +25,8 @@ use shrinker_pressure::{Level, Monitor, Reading};
 
 use super::budget::CpuBudget;
 use super::pass::Rounds;
-use super::{LevelEvent, Shared};
+use super::report::LevelEvent;
+use super::shared::Shared;
 use crate::Freed;
 
 /// The thread's state between readings.
@@ -171,6 +172,7 @@ fn level_changed(shared: &Shared, ep: &mut Episode, reading: &Reading) {
         ep.streak = 0;
     }
     ep.level = reading.level;
+    shared.watch.set(reading.level);
     ep.first_round = true;
     ep.told_unreturned = false;
     shared.stats().last_level = reading.level;

@@ -47,11 +47,14 @@
 //! merge" needs (the kernel's `atomic_long_xchg` is fully ordered only
 //! because every value-returning atomic there is).
 
+mod nr_deferred;
+
+pub(crate) use nr_deferred::NrDeferred;
+
+use crate::request::DEF_PRIORITY;
 use crate::shrink::{Count, Scan, ShrinkControl};
 use crate::sync::{AtomicUsize, Ordering};
 
-/// `DEF_PRIORITY`: the gentlest reclaim priority.
-pub(crate) const DEF_PRIORITY: u8 = 12;
 /// `DEFAULT_SEEKS`.
 pub(crate) const DEFAULT_SEEKS: u32 = 2;
 /// `SHRINK_BATCH`.
@@ -117,8 +120,16 @@ pub(crate) fn do_shrink_slab(
         Count::Objects(0) => return Outcome::default(),
         Count::Objects(n) => n,
     };
-    // 2. Relaxed: see the module's "Ordering".
-    let nr = nr_deferred.swap(0, Ordering::Relaxed);
+    // 2. Relaxed: see the module's "Ordering". A load first: when nothing
+    // is deferred (the common case of a gentle walk) the visit writes
+    // nothing to the shrinker's line, which other walkers read; the
+    // kernel's unconditional xchg would bounce it between them. A deferral
+    // added between the load and our skipping the swap is taken by the
+    // next visit, exactly as if our swap had come before it.
+    let nr = match nr_deferred.load(Ordering::Relaxed) {
+        0 => 0,
+        _ => nr_deferred.swap(0, Ordering::Relaxed),
+    };
     // 3.
     let delta = delta(freeable, priority, seeks);
     // 4.

@@ -30,8 +30,8 @@
 //!
 //! Finding the list for (node, group) takes no lock: an RCU read section
 //! around two Acquire loads, the group table and its slot (the table is an
-//! array grown by copy under a mutex, the old one freed after a grace
-//! period, as the shrinker id table in `ids.rs`). The lists a slot points to
+//! `RcuArray`, grown by copy under a mutex, the old one freed after a grace
+//! period, as the shrinker id table and the group table are). The lists a slot points to
 //! are never freed while the `ListLru` lives, so the read section ends
 //! before any list lock is taken, and an isolate callback may block without
 //! stalling grace periods. Each list has its own lock and its own atomic
@@ -114,6 +114,7 @@
 mod one;
 #[cfg(test)]
 mod tests;
+mod walk;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -121,9 +122,11 @@ use std::ptr;
 
 use shrinker_rcu::ReadGuard;
 
-use crate::group::GroupId;
-use crate::sync::{self, AtomicPtr, Mutex, MutexGuard, Ordering};
-use one::{Inner, ListOne, Slot};
+use crate::group_id::GroupId;
+use crate::groups::GroupObserver;
+use crate::lifetime::{ArrayWriter, RcuArray};
+use crate::sync::{self, Mutex, MutexGuard, Ordering};
+use one::{ListBody, ListOne, Slot};
 
 #[cfg(loom)]
 use loom::sync::atomic::fence;
@@ -205,7 +208,7 @@ pub struct LruKey {
 }
 
 impl LruKey {
-    fn of<T>(node: usize, s: *mut Slot<T>, _held: &MutexGuard<'_, Inner<T>>) -> Self {
+    fn of<T>(node: usize, s: *mut Slot<T>, _held: &MutexGuard<'_, ListBody<T>>) -> Self {
         // SAFETY: the caller holds the lock of `s`'s domain (`_held`).
         let (generation, home, index) = unsafe { ((*s).generation, (*s).home, (*s).index) };
         LruKey {
@@ -243,15 +246,19 @@ pub enum ReparentError {
     },
 }
 
-/// A key's slot and the list that owns it, locked: (list, its lock, slot).
-type Resolved<'a, T> = (&'a ListOne<T>, MutexGuard<'a, Inner<T>>, *mut Slot<T>);
-
-/// The group table: slot `g` is null or points to group `g`'s per-node
-/// lists, a leaked `Box<[ListOne<T>]>` of `nr_nodes` elements, type-erased
-/// so that an old table can be freed on the RCU worker without `T: 'static`.
-struct Table {
-    slots: Box<[AtomicPtr<()>]>,
+impl<T: Send> GroupObserver for ListLru<T> {
+    /// [`ListLru::reparent`]; a group already reparented (by hand, before
+    /// the removal) is fine.
+    fn reparent(&self, from: GroupId, to: GroupId) {
+        match ListLru::reparent(self, from, to) {
+            Ok(()) | Err(ReparentError::AlreadyReparented { .. }) => {}
+            Err(e) => tracing::warn!(target: "shrinker", "reparenting a ListLru failed: {e}"),
+        }
+    }
 }
+
+/// A key's slot and the list that owns it, locked: (list, its lock, slot).
+type Resolved<'a, T> = (&'a ListOne<T>, MutexGuard<'a, ListBody<T>>, *mut Slot<T>);
 
 type Notify = Box<dyn Fn(usize, GroupId) + Send + Sync>;
 
@@ -262,11 +269,10 @@ type Notify = Box<dyn Fn(usize, GroupId) + Send + Sync>;
 ///
 /// # Invariants
 ///
-/// * `table` is null or a leaked `Box<Table>`; it is replaced only under
-///   `grow`, and a replaced table is freed after a grace period.
-/// * Every non-null table slot points to `nr_nodes` lists allocated for
-///   that group (by `alloc_group`), freed only by `Drop`. A slot, once set,
-///   never changes (copied into any larger table).
+/// * Every non-null slot of `groups` points to the first of `nr_nodes`
+///   lists allocated for that group (a leaked `Box<[ListOne<T>]>`, by
+///   `alloc_group_slow`), freed only by `Drop`. A slot, once set, never
+///   changes (copied into any larger table).
 ///
 /// # Examples
 ///
@@ -283,9 +289,10 @@ type Notify = Box<dyn Fn(usize, GroupId) + Send + Sync>;
 /// ```
 pub struct ListLru<T> {
     nr_nodes: usize,
-    table: AtomicPtr<Table>,
-    /// Serializes table growth and group allocation.
-    grow: Mutex<()>,
+    /// The group table: slot `g` names group `g`'s per-node lists.
+    groups: RcuArray<ListOne<T>>,
+    /// Serializes table growth and group allocation (the table's writer).
+    grow: Mutex<ArrayWriter>,
     /// Serializes reparenting (so forward chains change one at a time).
     reparent_lock: Mutex<()>,
     notify: Option<Notify>,
@@ -378,10 +385,11 @@ impl<T> ListLru<T> {
             nr_nodes > 0 && u32::try_from(nr_nodes).is_ok(),
             "ListLru: nr_nodes must be in 1..=u32::MAX, got {nr_nodes}"
         );
+        let (groups, writer) = RcuArray::new();
         ListLru {
             nr_nodes,
-            table: AtomicPtr::new(ptr::null_mut()),
-            grow: Mutex::new(()),
+            groups,
+            grow: Mutex::new(writer),
             reparent_lock: Mutex::new(()),
             notify,
             _owns: PhantomData,
@@ -407,23 +415,15 @@ impl<T> ListLru<T> {
 
     // ---- the group table -------------------------------------------------
 
-    /// Group `index`'s lists, if allocated, read under `_guard`.
+    /// Group `index`'s lists, if allocated, read under `guard`.
     #[inline]
-    fn lookup(&self, index: u32, _guard: &ReadGuard) -> Option<&[ListOne<T>]> {
-        // Acquire: pairs with the Release swap in `alloc_group`; the copied
-        // slots are visible.
-        let t = self.table.load(Ordering::Acquire);
-        // SAFETY: null or a live table: a replaced one is freed only after a
-        // grace period, which `_guard` holds off (type invariant).
-        let t = unsafe { t.as_ref() }?;
-        // Acquire: pairs with the Release store in `alloc_group`; the lists'
-        // initialisation is visible.
-        let p = t.slots.get(index as usize)?.load(Ordering::Acquire);
+    fn lookup(&self, index: u32, guard: &ReadGuard) -> Option<&[ListOne<T>]> {
+        // Acquire (inside `get`): the lists' initialisation is visible.
+        let p = self.groups.get(index as usize, guard);
         // SAFETY: a set slot points to `nr_nodes` initialised lists that live
         // until `Drop` (type invariant), which `&self` holds off: the slice
         // may outlive the guard.
-        (!p.is_null())
-            .then(|| unsafe { std::slice::from_raw_parts(p.cast::<ListOne<T>>(), self.nr_nodes) })
+        (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p, self.nr_nodes) })
     }
 
     /// Group `group`'s lists, if allocated (lock-free).
@@ -445,67 +445,28 @@ impl<T> ListLru<T> {
 
     #[cold]
     fn alloc_group_slow(&self, group: GroupId) -> &[ListOne<T>] {
-        let _grow = sync::lock(&self.grow);
+        let mut w = sync::lock(&self.grow);
         let index = group.index() as usize;
-        // Relaxed: the table is replaced only under `grow`, which we hold.
-        let cur = self.table.load(Ordering::Relaxed);
-        // SAFETY: tables are retired only under `grow`, which we hold.
-        let cur_ref = unsafe { cur.as_ref() };
-        let len = cur_ref.map_or(0, |t| t.slots.len());
-        let table: &Table = if index < len {
-            cur_ref.expect("len > 0")
-        } else {
-            let new_len = (index + 1).next_power_of_two().max(16);
-            let new = Box::new(Table {
-                slots: (0..new_len)
-                    .map(|_| AtomicPtr::new(ptr::null_mut()))
-                    .collect(),
-            });
-            if let Some(old) = cur_ref {
-                for (n, o) in new.slots.iter().zip(old.slots.iter()) {
-                    // Relaxed: slots are set only under `grow`.
-                    n.store(o.load(Ordering::Relaxed), Ordering::Relaxed);
-                }
-            }
-            let new = Box::into_raw(new);
-            // Release: publishes the copied slots to the Acquire load in
-            // `lookup`.
-            self.table.store(new, Ordering::Release);
-            if !cur.is_null() {
-                // SAFETY: `cur` was leaked here earlier and is now
-                // unpublished; readers still holding it are in read
-                // sections, which the grace period waits for. (The `Box` is
-                // made after the grace period: see
-                // `ids::free_after_grace_period`.)
-                unsafe { crate::ids::free_after_grace_period(cur) };
-            }
-            // SAFETY: just published; retired only under `grow`.
-            unsafe { &*new }
-        };
-        let slot = &table.slots[index];
-        // Relaxed: set only under `grow`.
-        let mut p = slot.load(Ordering::Relaxed);
+        if self.groups.grow(&mut w, index, 16).is_err() {
+            // Out of memory: abort, as the lists' `Box` would.
+            std::alloc::handle_alloc_error(std::alloc::Layout::new::<[usize; 16]>());
+        }
+        let mut p = self.groups.get_locked(&w, index);
         if p.is_null() {
             let lists: Box<[ListOne<T>]> = (0..self.nr_nodes).map(|_| ListOne::new()).collect();
-            p = Box::into_raw(lists).cast::<ListOne<T>>().cast::<()>();
-            // Release: pairs with the Acquire load in `lookup`; publishes the
-            // lists' initialisation.
-            slot.store(p, Ordering::Release);
+            p = Box::into_raw(lists).cast::<ListOne<T>>();
+            // Release (inside `set`): pairs with the Acquire in `lookup`;
+            // publishes the lists' initialisation.
+            self.groups.set(&w, index, p);
         }
         // SAFETY: `p` points to `nr_nodes` lists that live until `Drop`.
-        unsafe { std::slice::from_raw_parts(p.cast::<ListOne<T>>(), self.nr_nodes) }
+        unsafe { std::slice::from_raw_parts(p, self.nr_nodes) }
     }
 
     /// Every allocated group's lists, for statistics (lock-free).
     fn for_each_group(&self, mut f: impl FnMut(GroupId, &[ListOne<T>])) {
         let guard = shrinker_rcu::read_lock();
-        // Acquire: as in `lookup`.
-        let t = self.table.load(Ordering::Acquire);
-        // SAFETY: as in `lookup`.
-        let Some(t) = (unsafe { t.as_ref() }) else {
-            return;
-        };
-        for index in 0..t.slots.len() {
+        for index in 0..self.groups.len(&guard) {
             if let Some(l) = self.lookup(index as u32, &guard) {
                 f(GroupId::from_index(index as u32), l);
             }
@@ -523,7 +484,7 @@ impl<T> ListLru<T> {
         node: usize,
         mut group: GroupId,
         mut list: &'a ListOne<T>,
-    ) -> (&'a ListOne<T>, MutexGuard<'a, Inner<T>>, GroupId) {
+    ) -> (&'a ListOne<T>, MutexGuard<'a, ListBody<T>>, GroupId) {
         loop {
             let inner = list.lock();
             let Some(fwd) = inner.forward else {
@@ -540,7 +501,7 @@ impl<T> ListLru<T> {
 
     /// Find `key`'s slot and lock the list that owns it. `None` if the key
     /// names no slot this `ListLru` handed out. The caller must still check
-    /// the generation ([`Inner::holds`]).
+    /// the generation ([`ListBody::holds`]).
     fn resolve(&self, key: LruKey) -> Option<Resolved<'_, T>> {
         let node = key.node();
         if node >= self.nr_nodes {
@@ -798,218 +759,6 @@ impl<T> ListLru<T> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Walk (`node`, `group`)'s list from the head (least recently used),
-    /// asking `isolate` about each item, and return the items it isolated,
-    /// in isolation order (`list_lru_walk_one`; the `Vec` is the kernel's
-    /// dispose list).
-    ///
-    /// `nr_to_walk` is the budget: it is decremented *before* each callback
-    /// and the walk stops when it reaches 0, so verdicts that restart the
-    /// walk cannot livelock. On return it holds the unspent budget. A dead
-    /// (reparented) group's list is empty.
-    ///
-    /// # Blocking
-    ///
-    /// Holds the list's lock for the whole walk, across every callback.
-    /// `isolate` must not block for long (adds and removes on this list
-    /// wait) and must not call into this `ListLru` (module doc, Locking
-    /// rules).
-    ///
-    /// # Panics
-    ///
-    /// If `node` is out of range; if `isolate` calls back into this list (it
-    /// would deadlock). A panic in `isolate` propagates; the list stays
-    /// consistent and the items already isolated are dropped.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use shrinker::{GroupId, Isolate, ListLru};
-    /// let lru = ListLru::new(1);
-    /// lru.add(0, GroupId::ROOT, 1);
-    /// let mut budget = 5;
-    /// // A callback that always retries still ends: the budget is charged first.
-    /// let out = lru.walk(0, GroupId::ROOT, &mut budget, |_| Isolate::Retry);
-    /// assert!(out.is_empty());
-    /// assert_eq!(budget, 0);
-    /// ```
-    pub fn walk(
-        &self,
-        node: usize,
-        group: GroupId,
-        nr_to_walk: &mut usize,
-        mut isolate: impl FnMut(&mut T) -> Isolate,
-    ) -> Vec<T> {
-        self.check_node(node);
-        let mut dispose = Vec::new();
-        let Some(lists) = self.lists(group) else {
-            return dispose;
-        };
-        let list = &lists[node];
-        let mut inner = list.lock();
-        if inner.forward.is_some() {
-            return dispose;
-        }
-        list.calling_out(|| {
-            let mut cur = inner.head();
-            while !cur.is_null() {
-                // Charge first (the kernel's "decrement nr_to_walk first so
-                // that we don't livelock").
-                if *nr_to_walk == 0 {
-                    break;
-                }
-                *nr_to_walk -= 1;
-                // SAFETY: `cur` is on our list; we hold the lock.
-                let next = unsafe { inner.next_of(cur) };
-                // SAFETY: `cur` is occupied and in our domain; the `&mut T`
-                // lives only for the call, and nothing else touches the slot
-                // meanwhile (lock held; a re-entrant call panics in `lock`).
-                let verdict = isolate(unsafe { slot_value(cur) });
-                match verdict {
-                    Isolate::Removed | Isolate::RemovedRetry => {
-                        // SAFETY: occupied, on our list, lock held.
-                        dispose.push(unsafe { list.take(&mut inner, cur) });
-                        cur = if verdict == Isolate::Removed {
-                            next
-                        } else {
-                            inner.head()
-                        };
-                    }
-                    Isolate::Rotate => {
-                        // SAFETY: as above.
-                        unsafe { list.rotate(&mut inner, cur) };
-                        cur = next;
-                    }
-                    Isolate::Skip => cur = next,
-                    Isolate::Retry => cur = inner.head(),
-                    Isolate::Stop => break,
-                }
-            }
-        });
-        dispose
-    }
-
-    /// Move every item of `from` into `to`, on every node, and mark `from`
-    /// dead (`memcg_reparent_list_lrus`): the items go before `to`'s, at
-    /// the head, so reclaim takes them first (the kernel's
-    /// `list_splice_init`: a removed group's objects are the likeliest to
-    /// be dead weight), counts move with them, keys stay valid, and later adds
-    /// to `from` go to `to`. If `to` was itself reparented, the items go to
-    /// the live group at the end of its chain. O(nodes).
-    ///
-    /// # Ordering
-    ///
-    /// Calls `notify(node, to)` for each node where `to`'s list went from
-    /// empty to non-empty, with `to`'s lock held, after the splice and a
-    /// `fence(SeqCst)`, as [`add`](Self::add) does.
-    ///
-    /// # Blocking
-    ///
-    /// Serialized against other reparents; per node, takes `from`'s list
-    /// lock then `to`'s (waiting for walks in progress on either).
-    ///
-    /// # Errors
-    ///
-    /// [`ReparentError::IntoItself`] if `to` is or resolves to `from`;
-    /// [`ReparentError::AlreadyReparented`] if `from` is dead.
-    ///
-    /// # Panics
-    ///
-    /// If called from an isolate callback or `notify` running for one of
-    /// the two groups' lists.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use shrinker::{GroupId, ListLru, ReparentError};
-    /// let lru = ListLru::new(1);
-    /// let k = lru.add(0, GroupId::ROOT, 1);
-    /// assert_eq!(
-    ///     lru.reparent(GroupId::ROOT, GroupId::ROOT),
-    ///     Err(ReparentError::IntoItself(GroupId::ROOT))
-    /// );
-    /// assert!(lru.contains(k));
-    /// ```
-    pub fn reparent(&self, from: GroupId, to: GroupId) -> Result<(), ReparentError> {
-        if from == to {
-            return Err(ReparentError::IntoItself(from));
-        }
-        let _serial = sync::lock(&self.reparent_lock);
-        // Forward chains change only under `reparent_lock`, which we hold.
-        let dead_into = |g: GroupId| self.lists(g).and_then(|l| l[0].lock().forward);
-        if let Some(into) = dead_into(from) {
-            return Err(ReparentError::AlreadyReparented { group: from, into });
-        }
-        let mut to = to;
-        while let Some(next) = dead_into(to) {
-            to = next;
-        }
-        if to == from {
-            return Err(ReparentError::IntoItself(from));
-        }
-        let (from_lists, to_lists) = (self.lists_or_alloc(from), self.lists_or_alloc(to));
-        for node in 0..self.nr_nodes {
-            let (f, t) = (&from_lists[node], &to_lists[node]);
-            // Lock order: from, then to (module doc).
-            let mut fi = f.lock();
-            let mut ti = t.lock();
-            let (moved, was_empty) = t.splice_from(&mut ti, to, f, &mut fi);
-            drop(fi);
-            if was_empty && moved > 0 {
-                self.notify(t, node, to);
-            }
-        }
-        Ok(())
-    }
-
-    /// Bytes a group costs once it has lists, before any item: its list
-    /// headers on every node and its group-table slot. What a bench should
-    /// report as "memory per group".
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let lru = shrinker::ListLru::<u64>::new(2);
-    /// assert!(lru.bytes_per_group() <= 2 * 128 + 8);
-    /// ```
-    #[must_use]
-    pub fn bytes_per_group(&self) -> usize {
-        self.nr_nodes * std::mem::size_of::<ListOne<T>>() + std::mem::size_of::<AtomicPtr<()>>()
-    }
-
-    /// Bytes of slot storage per item (links, generation, home address and
-    /// the `T`), what a list allocates per slot in its chunks.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert!(shrinker::ListLru::<Box<u8>>::bytes_per_item() <= 40);
-    /// ```
-    #[must_use]
-    pub fn bytes_per_item() -> usize {
-        std::mem::size_of::<Slot<T>>()
-    }
-
-    /// Bytes `group` holds now: [`bytes_per_group`](Self::bytes_per_group)
-    /// plus its lists' slot chunks (0 if it has no lists). Locks each of
-    /// the group's lists in turn.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use shrinker::{GroupId, ListLru};
-    /// let lru = ListLru::new(1);
-    /// assert_eq!(lru.group_bytes(GroupId::ROOT), 0);
-    /// lru.add(0, GroupId::ROOT, 1u64);
-    /// assert!(lru.group_bytes(GroupId::ROOT) > lru.bytes_per_group());
-    /// ```
-    #[must_use]
-    pub fn group_bytes(&self, group: GroupId) -> usize {
-        self.lists(group).map_or(0, |l| {
-            self.bytes_per_group() + l.iter().map(ListOne::chunk_bytes).sum::<usize>()
-        })
-    }
 }
 
 /// The value of an occupied slot.
@@ -1026,28 +775,15 @@ unsafe fn slot_value<'a, T>(s: *mut Slot<T>) -> &'a mut T {
 
 impl<T> Drop for ListLru<T> {
     fn drop(&mut self) {
-        // Relaxed: `&mut self` excludes every other access.
-        let t = self.table.load(Ordering::Relaxed);
-        if t.is_null() {
-            return;
-        }
-        // SAFETY: leaked by `alloc_group_slow`, still published, no reader
-        // can exist (`&mut self`).
-        let t = unsafe { Box::from_raw(t) };
-        for slot in t.slots.iter() {
-            // Relaxed: as above.
-            let p = slot.load(Ordering::Relaxed);
+        let nr_nodes = self.nr_nodes;
+        for p in self.groups.drain() {
             if !p.is_null() {
                 // SAFETY: leaked from a `Box<[ListOne<T>]>` of `nr_nodes`
                 // elements by `alloc_group_slow`, once per slot; tables only
-                // share it, and only this one is freed here (retired ones
-                // free their slot arrays, not the lists).
-                drop(unsafe {
-                    Box::from_raw(ptr::slice_from_raw_parts_mut(
-                        p.cast::<ListOne<T>>(),
-                        self.nr_nodes,
-                    ))
-                });
+                // share it, and only the current one is drained here
+                // (retired ones free their slot arrays, not the lists). No
+                // reader remains (`&mut self`).
+                drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(p, nr_nodes)) });
             }
         }
     }

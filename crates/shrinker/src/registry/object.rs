@@ -1,14 +1,14 @@
 //! The shrinker object the registry links, pins and frees (`struct shrinker`),
-//! and the pin protocol: `try_get` / `put`, the completion, the thread-local
-//! "inside shrinker X" marker, and the callback wrapper that catches panics
-//! and keeps statistics.
+//! and its pin: `try_get` / `put` on a [`LiveRef`] with the completion (the
+//! "inside shrinker X" marker is a `lifetime::frames` frame), and the
+//! callback wrapper that catches panics and keeps statistics.
 //!
 //! # States (Linux 6.7's, with the completion of `shrinker_free`)
 //!
-//! | state | entered by | `refcount` | on the list | walkers may call it |
+//! | state | entered by | `refs` | on the list | walkers may call it |
 //! |---|---|---|---|---|
 //! | built | `ShrinkerBuilder::build` | 0 | no | no |
-//! | registered | `Shrinker::register`: link under the mutex, **then** `set_release(1)` | 1 + pins | yes | yes (`try_get` succeeds) |
+//! | registered | `Shrinker::register`: link under the mutex, **then** `activate` (count 1, Release) | 1 + pins | yes | yes (`try_get` succeeds) |
 //! | draining | `unregister` step 2: mark `dying`, put the initial reference, wait on `done` | → 0 | yes | no (`try_get` fails for good; pins in flight finish) |
 //! | unlinked | step 3, under the mutex: unlink (keeping `next`), clear the id slot | 0 | no; walkers standing on it go on through `next` | no |
 //! | freed | step 4: `call_rcu` (`defer_drop`) frees the node after a grace period | — | — | — |
@@ -39,19 +39,22 @@
 //! is in a read section, the free's grace period waits for it to leave
 //! `complete()` and the section.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
-use shrinker_sync::{Completion, Refcount};
+use shrinker_sync::Completion;
 
+use crate::engine::NrDeferred;
 use crate::engine::{self, Callee, Outcome};
-use crate::group::{Deferred, GroupId};
+use crate::group_id::GroupId;
 use crate::info::{ShrinkerFlags, ShrinkerId, ShrinkerStats};
+use crate::lifetime::frames::{self, Frame, Mark};
+use crate::lifetime::LiveRef;
 use crate::shrink::{Count, Scan, Shrink, ShrinkControl};
-use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 use crate::Freed;
 
 /// Per-shrinker statistics of the scan path: plain counters, always on.
@@ -64,9 +67,9 @@ use crate::Freed;
 ///
 /// `count_calls`, bumped on every visit, is not here but in the node's first
 /// cache line, and is bumped without a read-modify-write (see
-/// `Node::count_calls_bump`).
+/// `ShrinkerObject::count_calls_bump`).
 #[derive(Default)]
-pub(crate) struct NodeStats {
+pub(crate) struct CallStats {
     pub(crate) scan_calls: AtomicU64,
     pub(crate) scanned: AtomicU64,
     pub(crate) freed: AtomicU64,
@@ -90,29 +93,27 @@ pub(crate) struct NodeStats {
 /// * The node is freed only after a grace period that began after it was
 ///   unlinked and its id slot cleared, or, never registered, by its owner.
 #[repr(C, align(64))]
-pub(crate) struct Node {
-    /// 0 = not (or no longer) callable; 1 + pins while registered.
-    pub(crate) refcount: Refcount,
-    pub(crate) seeks: u32,
+pub(crate) struct ShrinkerObject {
+    /// The pin ([`LiveRef`]): 0 = not (or no longer) callable; 1 + pins
+    /// while registered; marked dying by unregister before it drops the
+    /// initial reference.
+    pub(crate) refs: LiveRef,
     pub(crate) batch: usize,
     /// The successor on the registry list (null: last).
-    pub(crate) next: AtomicPtr<Node>,
+    pub(crate) next: AtomicPtr<ShrinkerObject>,
     shrink: NonNull<dyn Shrink>,
-    /// `count` calls: see `Node::count_calls_bump`.
+    /// `count` calls: see `ShrinkerObject::count_calls_bump`.
     count_calls: AtomicU64,
+    pub(crate) seeks: u32,
     /// Read on every visit (`effective_node`, the group walk's filter).
     pub(crate) flags: ShrinkerFlags,
-    /// Set by unregister before it drops the initial reference: from then
-    /// on `try_get` refuses new pins, so overlapping walks cannot keep the
-    /// count above zero forever (`percpu_ref_tryget_live` after a kill).
-    dying: AtomicBool,
-    /// Node 0's count is the first word, still in the first cache line
+    /// ShrinkerObject 0's count is the first word, still in the first cache line
     /// (test `hot_fields_share_the_first_cache_line`).
-    pub(crate) deferred: Deferred,
-    pub(crate) stats: NodeStats,
+    pub(crate) deferred: NrDeferred,
+    pub(crate) stats: CallStats,
     /// The predecessor on the list, for an O(1) unlink (registry mutex).
-    prev: UnsafeCell<*mut Node>,
-    /// Completed by the `put` that drops `refcount` to zero.
+    prev: UnsafeCell<*mut ShrinkerObject>,
+    /// Completed by the `put` that drops `refs` to zero.
     pub(crate) done: Completion,
     pub(crate) id: ShrinkerId,
     pub(crate) name: Box<str>,
@@ -128,12 +129,12 @@ pub(crate) struct Node {
 // SAFETY: the node owns a `Box<dyn Shrink>` (`Send + Sync`) through `shrink`;
 // `prev` is only accessed under the registry mutex; everything else is
 // atomic, immutable after build, or itself `Send + Sync`.
-unsafe impl Send for Node {}
+unsafe impl Send for ShrinkerObject {}
 // SAFETY: as above; shared access to `shrink` is `&dyn Shrink`, which is
 // `Sync`.
-unsafe impl Sync for Node {}
+unsafe impl Sync for ShrinkerObject {}
 
-impl Node {
+impl ShrinkerObject {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         shrink: NonNull<dyn Shrink>,
@@ -143,19 +144,18 @@ impl Node {
         seeks: u32,
         batch: usize,
         object_bytes: usize,
-        deferred: Deferred,
+        deferred: NrDeferred,
     ) -> Self {
-        Node {
-            refcount: Refcount::new(0),
-            seeks,
+        ShrinkerObject {
+            refs: LiveRef::new(0),
             batch,
             next: AtomicPtr::new(ptr::null_mut()),
             shrink,
             count_calls: AtomicU64::new(0),
-            deferred,
+            seeks,
             flags,
-            dying: AtomicBool::new(false),
-            stats: NodeStats::default(),
+            deferred,
+            stats: CallStats::default(),
             prev: UnsafeCell::new(ptr::null_mut()),
             done: Completion::new(),
             id,
@@ -176,7 +176,7 @@ impl Node {
     /// # Safety
     ///
     /// The caller holds the registry mutex.
-    pub(crate) unsafe fn prev(&self) -> *mut Node {
+    pub(crate) unsafe fn prev(&self) -> *mut ShrinkerObject {
         // SAFETY: the mutex serialises every access to `prev` (contract).
         unsafe { *self.prev.get() }
     }
@@ -186,62 +186,29 @@ impl Node {
     /// # Safety
     ///
     /// The caller holds the registry mutex.
-    pub(crate) unsafe fn set_prev(&self, p: *mut Node) {
+    pub(crate) unsafe fn set_prev(&self, p: *mut ShrinkerObject) {
         // SAFETY: the mutex serialises every access to `prev` (contract).
         unsafe { *self.prev.get() = p }
     }
 
     /// Pin the shrinker if it is registered and unregistration has not
     /// begun (`shrinker_try_get`, refusing a dying shrinker as
-    /// `percpu_ref_tryget_live` refuses a killed ref). The caller is inside
-    /// an RCU read section (a refused pin is put again, which may complete
-    /// `done`: see `put`).
+    /// `percpu_ref_tryget_live` refuses a killed ref: [`LiveRef::try_get`]
+    /// has the ordering argument). The caller is inside an RCU read section
+    /// (a refused pin is put again, which may complete `done`: see `put`).
     ///
     /// # Ordering
     ///
-    /// Acquire on success: pairs with the Release `set_release(1)` in
+    /// Acquire on success: pairs with the Release `activate` in
     /// `register`, so the fields written at build and register are visible.
-    ///
-    /// The `dying` check after the increment is what bounds unregister's
-    /// wait. Unregister stores `dying` and then drops the initial reference
-    /// with a Release decrement. Every later change of the count is a
-    /// read-modify-write, so an increment that comes after that decrement
-    /// in the count's modification order reads from its release sequence,
-    /// and its Acquire synchronizes with it: the check below sees `dying`
-    /// and the pin is given back. An increment that came before it is a pin
-    /// already in flight, which unregister waits for. Hence once the
-    /// initial reference is dropped no new pin succeeds, and the count
-    /// reaches zero as soon as the pins in flight are put, however many
-    /// walks overlap (three walkers without pause starved an unregister
-    /// for more than 10 s when only the count was checked:
-    /// `tests/hardening.rs`).
     #[inline]
     #[must_use = "a successful try_get must be balanced by put"]
     pub(crate) fn try_get(&self) -> bool {
-        // Relaxed: a hint that spares a dying shrinker's line an RMW; the
-        // check after the increment is the one that counts.
-        if self.dying.load(Ordering::Relaxed) || !self.refcount.inc_not_zero_acquire() {
-            return false;
-        }
-        // Relaxed: ordered by the increment's Acquire (see above).
-        if self.dying.load(Ordering::Relaxed) {
-            self.put();
-            return false;
-        }
-        true
+        self.refs.try_get(&self.done)
     }
 
-    /// Unregister step 2, before the initial reference is dropped: refuse
-    /// new pins from now on (see `try_get`).
-    pub(crate) fn mark_dying(&self) {
-        // Relaxed: published by the Release decrement of the initial
-        // reference that follows (see `try_get`).
-        self.dying.store(true, Ordering::Relaxed);
-    }
-
-    /// Drop a pin or the initial reference (`shrinker_put`): the last one
-    /// completes `done`. The caller must be inside an RCU read section unless
-    /// it is the unregistering owner (module doc).
+    /// Drop a pin (`shrinker_put`): the last one completes `done`. The
+    /// caller must be inside an RCU read section (module doc).
     ///
     /// # Ordering
     ///
@@ -249,14 +216,7 @@ impl Node {
     /// shrinker happens-before the completion the owner waits for.
     #[inline]
     pub(crate) fn put(&self) {
-        if self.refcount.dec_and_test() {
-            self.complete_slow();
-        }
-    }
-
-    #[cold]
-    fn complete_slow(&self) {
-        self.done.complete();
+        self.refs.put(&self.done);
     }
 
     /// Count one `count` call.
@@ -270,7 +230,7 @@ impl Node {
     /// counter at all; tracepoints serve instead.
     #[inline]
     fn count_calls_bump(&self) {
-        // Relaxed: see above and `NodeStats`.
+        // Relaxed: see above and `CallStats`.
         let n = self.count_calls.load(Ordering::Relaxed);
         self.count_calls.store(n.wrapping_add(1), Ordering::Relaxed);
     }
@@ -278,7 +238,7 @@ impl Node {
     /// Statistics snapshot; `deferred` is the sum over nodes.
     pub(crate) fn stats_snapshot(&self) -> ShrinkerStats {
         let s = &self.stats;
-        // Relaxed everywhere: see `NodeStats`.
+        // Relaxed everywhere: see `CallStats`.
         ShrinkerStats {
             count_calls: self.count_calls.load(Ordering::Relaxed),
             scan_calls: s.scan_calls.load(Ordering::Relaxed),
@@ -333,18 +293,18 @@ impl Node {
     }
 
     /// `do_shrink_slab` on this shrinker for (`group`, `node`). The caller
-    /// holds a pin; `light` says it is this thread's light pin (pin.rs),
+    /// holds a pin; `light` says it is this thread's light pin (registry/pin.rs),
     /// which already marks the thread as inside this shrinker, so no frame
     /// is pushed. `deferred` is the counter of (group, node): the
-    /// shrinker's own [`Deferred::slot`] for the root group, the group's
-    /// `ShrinkerInfo` unit entry otherwise (groups.rs).
+    /// shrinker's own [`NrDeferred::slot`] for the root group, the group's
+    /// `ShrinkerInfo` unit entry otherwise (groups/mod.rs).
     ///
     /// Always inlined, and free of closures: it is the body of every
     /// visit, and once both walks (global and group) called it the compiler
     /// stopped inlining it and built the closure on the stack, which cost
     /// the global walk 32 instructions and 12 stores per visit (callgrind).
     /// The refcount path marks the thread as inside the shrinker with a
-    /// frame declared here, conditionally ([`InsideMark`]).
+    /// frame declared here, conditionally ([`Mark`]).
     #[inline(always)]
     pub(crate) fn shrink_pinned(
         &self,
@@ -361,7 +321,7 @@ impl Node {
             None
         } else {
             frame = Frame::new(self);
-            Some(InsideMark::enter(&frame))
+            Some(Mark::enter(&frame))
         };
         let outcome = engine::do_shrink_slab(
             &mut Caller { node: self },
@@ -372,7 +332,7 @@ impl Node {
             deferred,
         );
         if outcome.scanned > 0 || outcome.freed > 0 {
-            // Relaxed: see `NodeStats`.
+            // Relaxed: see `CallStats`.
             self.stats
                 .scanned
                 .fetch_add(outcome.scanned as u64, Ordering::Relaxed);
@@ -386,7 +346,7 @@ impl Node {
     /// One `count` by hand (debugfs `count`). The caller holds a pin.
     pub(crate) fn count_pinned(&self, node: usize) -> Count {
         let sc = ShrinkControl::new(self.effective_node(node), GroupId::ROOT);
-        mark_inside(self, || Caller { node: self }.count(&sc))
+        frames::with_frame(self, || Caller { node: self }.count(&sc))
     }
 
     /// One `scan` of `nr` objects by hand (debugfs `scan`). The caller holds
@@ -394,8 +354,8 @@ impl Node {
     pub(crate) fn scan_pinned(&self, node: usize, nr: usize) -> Scan {
         let mut sc = ShrinkControl::new(self.effective_node(node), GroupId::ROOT);
         sc.prepare_scan(nr);
-        let r = mark_inside(self, || Caller { node: self }.scan(&mut sc));
-        // Relaxed: see `NodeStats`.
+        let r = frames::with_frame(self, || Caller { node: self }.scan(&mut sc));
+        // Relaxed: see `CallStats`.
         self.stats
             .scanned
             .fetch_add(sc.nr_scanned() as u64, Ordering::Relaxed);
@@ -412,7 +372,7 @@ impl Node {
     #[cold]
     #[inline(never)]
     fn report_panic(&self, what: &str, payload: Box<dyn std::any::Any + Send>) {
-        // Relaxed: see `NodeStats`.
+        // Relaxed: see `CallStats`.
         self.stats.panics.fetch_add(1, Ordering::Relaxed);
         let msg = panic_message(&*payload);
         tracing::error!(
@@ -448,7 +408,7 @@ pub(crate) fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
 /// The engine's view of a pinned node's callbacks: panics caught, statistics
 /// kept.
 struct Caller<'a> {
-    node: &'a Node,
+    node: &'a ShrinkerObject,
 }
 
 impl Caller<'_> {
@@ -475,7 +435,7 @@ impl Callee for Caller<'_> {
     }
 
     fn scan(&mut self, sc: &mut ShrinkControl) -> Scan {
-        // Relaxed: see `NodeStats`.
+        // Relaxed: see `CallStats`.
         self.node.stats.scan_calls.fetch_add(1, Ordering::Relaxed);
         let shrink = self.shrink();
         let start = Instant::now();
@@ -493,82 +453,6 @@ impl Callee for Caller<'_> {
     }
 }
 
-// ---------------------------------------------------------------------------
-// "Currently inside shrinker X": a chain of frames on the callers' stacks.
-
-/// One callout in progress on this thread.
-struct Frame {
-    node: *const Node,
-    outer: *const Frame,
-}
-
-#[cfg(not(loom))]
-std::thread_local! {
-    static INNERMOST: Cell<*const Frame> = const { Cell::new(ptr::null()) };
-}
-#[cfg(loom)]
-loom::thread_local! {
-    static INNERMOST: Cell<*const Frame> = Cell::new(ptr::null());
-}
-
-impl Frame {
-    /// A frame for a callout into `node`, pointing at this thread's current
-    /// innermost one (not yet linked itself: see [`InsideMark::enter`]).
-    #[inline]
-    fn new(node: &Node) -> Self {
-        Frame {
-            node,
-            outer: INNERMOST.try_with(Cell::get).unwrap_or(ptr::null()),
-        }
-    }
-}
-
-/// Makes `frame` this thread's innermost callout until the mark drops.
-/// The frame must be declared before the mark, so that the mark (unlinking
-/// it) drops first.
-struct InsideMark(*const Frame);
-
-impl InsideMark {
-    #[inline]
-    fn enter(frame: &Frame) -> Self {
-        // `try_with`: during thread teardown the marker is simply gone.
-        let _ = INNERMOST.try_with(|c| c.set(frame));
-        InsideMark(frame.outer)
-    }
-}
-
-impl Drop for InsideMark {
-    #[inline]
-    fn drop(&mut self) {
-        let outer = self.0;
-        let _ = INNERMOST.try_with(|c| c.set(outer));
-    }
-}
-
-/// Run `f` (a callout into `node`) with `node` marked as pinned by this
-/// thread. Nested callouts (a callback that shrinks by hand) chain.
-#[inline]
-fn mark_inside<R>(node: &Node, f: impl FnOnce() -> R) -> R {
-    let frame = Frame::new(node);
-    // Declared after `frame`, so dropped (unlinking `frame`) before it.
-    let _mark = InsideMark::enter(&frame);
-    f()
-}
-
-/// Is this thread inside a callout into `node`?
-pub(crate) fn inside(node: *const Node) -> bool {
-    let mut f = INNERMOST.try_with(Cell::get).unwrap_or(ptr::null());
-    // SAFETY: every frame in the chain lives on the stack of a `mark_inside`
-    // call still running on this thread (each unlinks itself before it dies).
-    while let Some(frame) = unsafe { f.as_ref() } {
-        if ptr::eq(frame.node, node) {
-            return true;
-        }
-        f = frame.outer;
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use std::mem::{offset_of, size_of};
@@ -578,17 +462,16 @@ mod tests {
     #[test]
     fn hot_fields_share_the_first_cache_line() {
         // Every field a walk touches on each visit ends within the first
-        // 64 bytes (node 0's deferred count is `Deferred`'s first word).
+        // 64 bytes (node 0's deferred count is `NrDeferred`'s first word).
         let ends = [
-            offset_of!(Node, refcount) + size_of::<Refcount>(),
-            offset_of!(Node, seeks) + size_of::<u32>(),
-            offset_of!(Node, batch) + size_of::<usize>(),
-            offset_of!(Node, next) + size_of::<usize>(),
-            offset_of!(Node, shrink) + size_of::<NonNull<dyn Shrink>>(),
-            offset_of!(Node, count_calls) + size_of::<u64>(),
-            offset_of!(Node, flags) + size_of::<ShrinkerFlags>(),
-            offset_of!(Node, dying) + size_of::<AtomicBool>(),
-            offset_of!(Node, deferred) + size_of::<usize>(),
+            offset_of!(ShrinkerObject, refs) + size_of::<LiveRef>(),
+            offset_of!(ShrinkerObject, seeks) + size_of::<u32>(),
+            offset_of!(ShrinkerObject, batch) + size_of::<usize>(),
+            offset_of!(ShrinkerObject, next) + size_of::<usize>(),
+            offset_of!(ShrinkerObject, shrink) + size_of::<NonNull<dyn Shrink>>(),
+            offset_of!(ShrinkerObject, count_calls) + size_of::<u64>(),
+            offset_of!(ShrinkerObject, flags) + size_of::<ShrinkerFlags>(),
+            offset_of!(ShrinkerObject, deferred) + size_of::<usize>(),
         ];
         for (i, end) in ends.into_iter().enumerate() {
             assert!(end <= 64, "hot field {i} ends at byte {end}");

@@ -1,5 +1,7 @@
 //! Light pins, and the gate that lets walkers use them only while nobody
-//! unregisters.
+//! unregisters; and [`WalkPin`], the guard a walk holds either form of pin
+//! in (on a shrinker object for a callout, on a group's data for a group
+//! walk).
 //!
 //! # Why
 //!
@@ -37,7 +39,7 @@
 //! 4. Store null in the slot (Release), still inside the section; read
 //!    `next`.
 //!
-//! Unregister (`shrinker.rs`):
+//! Unregister (`registry/handles.rs`):
 //!
 //! 1. [`Gate::enter`]: unless the gate is already slow and a grace period
 //!    has passed since it closed, store `fast = false` and `synchronize_rcu`.
@@ -64,7 +66,7 @@
 //! The node stays linked while a light pin holds it (step 3 precedes the
 //! unlink), and the walker clears the slot inside a read section, so the
 //! node's grace period (after the unlink) cannot end before the walker has
-//! read `next`: the same argument as for `put` in node.rs.
+//! read `next`: the same argument as for `put` in registry/object.rs.
 //!
 //! A light pin is never taken by a nested walk (a callback that shrinks):
 //! the thread's slot is busy (either field set), so the inner walk uses
@@ -72,7 +74,7 @@
 //!
 //! # Light group pins
 //!
-//! A group walk (groups.rs) pins the *group* for its whole length, so that
+//! A group walk (groups/walk.rs) pins the *group* for its whole length, so that
 //! `remove_group` can wait for it before moving the group's deferred
 //! counts and freeing its units. The refcount pin is two RMWs on the
 //! group's line per group shrunk, and shrinking one group of thousands is
@@ -115,23 +117,25 @@
 use std::ptr;
 use std::sync::Arc;
 
-use crate::groups::GroupData;
-use crate::node::Node;
+use shrinker_rcu::{read_lock, ReadGuard};
+
+use super::object::ShrinkerObject;
 use crate::sync::{lock, AtomicBool, AtomicPtr, Mutex, Ordering};
 
 // ---------------------------------------------------------------------------
 // Walker slots
 
 /// One thread's light pins: the shrinker it is calling out to, and the
-/// memory group it is walking; null when none.
+/// memory group it is walking (the address of its data, erased: groups sit
+/// above the registry's internals); null when none.
 ///
 /// Aligned to a cache line: only its thread writes it, and unregister and
 /// group removal read it rarely, so it must not share a line with anything
 /// hot.
 #[repr(align(64))]
 pub(crate) struct WalkerSlot {
-    pinned: AtomicPtr<Node>,
-    group: AtomicPtr<GroupData>,
+    pinned: AtomicPtr<ShrinkerObject>,
+    group: AtomicPtr<()>,
 }
 
 impl WalkerSlot {
@@ -153,7 +157,7 @@ impl WalkerSlot {
     /// Walker step 2: take a light pin on `node`. The caller is inside a
     /// read section that observed the gate open.
     #[inline]
-    pub(crate) fn pin(&self, node: *const Node) {
+    pub(crate) fn pin(&self, node: *const ShrinkerObject) {
         // Relaxed: ordered before unregister's scan by the read section it
         // runs in and the grace period of `Gate::enter` (module doc).
         self.pinned.store(node.cast_mut(), Ordering::Relaxed);
@@ -172,10 +176,11 @@ impl WalkerSlot {
     /// inside a read section that found the group published and observed
     /// the gate open ("Light group pins" in the module doc).
     #[inline]
-    pub(crate) fn pin_group(&self, group: *const GroupData) {
+    pub(crate) fn pin_group<G>(&self, group: *const G) {
         // Relaxed: as `pin`: ordered before removal's scan by the read
         // section and the grace period of `Gate::enter`.
-        self.group.store(group.cast_mut(), Ordering::Relaxed);
+        self.group
+            .store(group.cast::<()>().cast_mut(), Ordering::Relaxed);
     }
 
     /// Group walk step 7: drop the group's light pin, inside a read
@@ -186,6 +191,104 @@ impl WalkerSlot {
         // `wait_for_light_group_pins`: the walk's accesses to the group's
         // units happen-before removal moves their deferred counts.
         self.group.store(ptr::null_mut(), Ordering::Release);
+    }
+}
+
+/// What a walk pins: a shrinker object for one callout, or a group's data
+/// for a group walk.
+pub(crate) trait PinTarget {
+    /// Drop a reference (the target's `LiveRef::put` with its completion).
+    /// The caller is inside a read section.
+    fn put(&self);
+    /// Clear the slot's light pin on a target of this kind (Release).
+    fn unpin_light(slot: &WalkerSlot);
+}
+
+impl PinTarget for ShrinkerObject {
+    #[inline]
+    fn put(&self) {
+        ShrinkerObject::put(self);
+    }
+
+    #[inline]
+    fn unpin_light(slot: &WalkerSlot) {
+        slot.unpin();
+    }
+}
+
+/// A target pinned across a callout or a walk: a light pin in this
+/// thread's walker slot, or a reference.
+///
+/// Released by [`unpin`](Self::unpin) inside the walker's read section.
+/// Dropped without it, because a panic is unwinding through the walk (a
+/// `tracing` subscriber, a panic payload, anything outside the caught
+/// callback), it re-enters a read section and releases the pin there, so
+/// that unregister and group removal never wait for a pin nobody will
+/// drop.
+#[must_use = "dropping the pin releases it"]
+pub(crate) struct WalkPin<'a, T: PinTarget> {
+    target: &'a T,
+    /// `Some`: a light pin in this slot; `None`: a reference.
+    light: Option<&'a WalkerSlot>,
+}
+
+impl<'a, T: PinTarget> WalkPin<'a, T> {
+    /// The light pin the caller has just stored in `slot` (a read section
+    /// that saw the gate open).
+    #[inline]
+    pub(crate) fn light(target: &'a T, slot: &'a WalkerSlot) -> Self {
+        WalkPin {
+            target,
+            light: Some(slot),
+        }
+    }
+
+    /// The reference the caller's `try_get` has just taken.
+    #[inline]
+    pub(crate) fn by_ref(target: &'a T) -> Self {
+        WalkPin {
+            target,
+            light: None,
+        }
+    }
+
+    /// The pinned target.
+    #[inline]
+    pub(crate) fn target(&self) -> &'a T {
+        self.target
+    }
+
+    /// Is this the thread's light pin (which already marks the thread as
+    /// inside the target, for the misuse checks)?
+    #[inline]
+    pub(crate) fn is_light(&self) -> bool {
+        self.light.is_some()
+    }
+
+    /// Drop the pin inside the caller's read section (registry/object.rs:
+    /// "Why every `put` happens inside a read section").
+    #[inline]
+    pub(crate) fn unpin(self, _guard: &ReadGuard) {
+        self.release();
+        std::mem::forget(self);
+    }
+
+    #[inline]
+    fn release(&self) {
+        match self.light {
+            Some(s) => T::unpin_light(s),
+            None => self.target.put(),
+        }
+    }
+}
+
+impl<T: PinTarget> Drop for WalkPin<'_, T> {
+    /// Only while unwinding (the walk's normal path consumes the pin with
+    /// `unpin`): re-enter a read section first, as `unpin`'s caller does.
+    #[cold]
+    fn drop(&mut self) {
+        let _guard = read_lock();
+        self.release();
     }
 }
 
@@ -254,7 +357,7 @@ pub(crate) fn with_walker_slot<R>(f: impl FnOnce(Option<&WalkerSlot>) -> R) -> R
 
 /// Does this thread hold a light pin on `node` (is it calling out to it
 /// from a walk)? For unregister's misuse check.
-pub(crate) fn holds_light_pin(node: *const Node) -> bool {
+pub(crate) fn holds_light_pin(node: *const ShrinkerObject) -> bool {
     // Relaxed: this thread's own slot.
     MINE.try_with(|r| ptr::eq(r.0.pinned.load(Ordering::Relaxed), node))
         .unwrap_or(false)
@@ -262,22 +365,22 @@ pub(crate) fn holds_light_pin(node: *const Node) -> bool {
 
 /// Does this thread hold a light pin on `group` (is a walk of it running
 /// on this thread)? For `remove_group`'s misuse check.
-pub(crate) fn holds_light_group_pin(group: *const GroupData) -> bool {
+pub(crate) fn holds_light_group_pin<G>(group: *const G) -> bool {
     // Relaxed: this thread's own slot.
-    MINE.try_with(|r| ptr::eq(r.0.group.load(Ordering::Relaxed), group))
+    MINE.try_with(|r| ptr::eq(r.0.group.load(Ordering::Relaxed), group.cast()))
         .unwrap_or(false)
 }
 
 /// Unregister step 3: wait until no walker holds a light pin on `node`.
 /// The caller has entered the gate.
-pub(crate) fn wait_for_light_pins(node: *const Node) {
+pub(crate) fn wait_for_light_pins(node: *const ShrinkerObject) {
     wait_until_released(|s| &s.pinned, node);
 }
 
 /// Group removal step 2: wait until no walker holds a light pin on
 /// `group`. The caller has entered the gate.
-pub(crate) fn wait_for_light_group_pins(group: *const GroupData) {
-    wait_until_released(|s| &s.group, group);
+pub(crate) fn wait_for_light_group_pins<G>(group: *const G) {
+    wait_until_released(|s| &s.group, group.cast());
 }
 
 /// Wait while any slot's `field` holds `target`.

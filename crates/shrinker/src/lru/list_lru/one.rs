@@ -17,7 +17,7 @@
 
 use std::ptr::{self, NonNull};
 
-use crate::group::GroupId;
+use crate::group_id::GroupId;
 use crate::sync::{self, AtomicUsize, Mutex, MutexGuard, Ordering};
 
 /// Slots in a list's first home chunk; chunk `k` holds `FIRST_CHUNK << k`,
@@ -62,10 +62,10 @@ struct Chunk<T> {
 ///   list's domain (module doc) and lives in some list's home chunk.
 /// * `chunks` are this list's home chunks, in order; slot `i` of the list
 ///   (`i < allocated`) is at [`chunk_of`]`(i)`. They are freed only when the
-///   `Inner` is dropped, which happens only when the whole `ListLru` is.
+///   `ListBody` is dropped, which happens only when the whole `ListLru` is.
 /// * `forward` is `Some(g)` iff the list is dead (reparented into `g`): then
 ///   both lists are empty and `allocated` never changes again.
-pub(super) struct Inner<T> {
+pub(super) struct ListBody<T> {
     head: *mut Slot<T>,
     tail: *mut Slot<T>,
     free: *mut Slot<T>,
@@ -78,7 +78,7 @@ pub(super) struct Inner<T> {
 // SAFETY: the raw pointers are owned storage (home chunks) or links into
 // other lists' storage that are only followed under the lock that owns the
 // slot (module doc); the only user data is `T`, which moves with the list.
-unsafe impl<T: Send> Send for Inner<T> {}
+unsafe impl<T: Send> Send for ListBody<T> {}
 
 /// Chunk number and offset of home slot `index` (geometric chunks).
 #[inline]
@@ -90,9 +90,9 @@ pub(super) fn chunk_of(index: u32) -> (usize, usize) {
     (k as usize, (i - start) as usize)
 }
 
-impl<T> Inner<T> {
+impl<T> ListBody<T> {
     fn new() -> Self {
-        Inner {
+        ListBody {
             head: ptr::null_mut(),
             tail: ptr::null_mut(),
             free: ptr::null_mut(),
@@ -247,7 +247,7 @@ impl<T> Inner<T> {
 /// `nr_items` equals the length of the item list; it is written only under
 /// `lock` (so a load under the lock is exact) and read lock-free elsewhere.
 pub(super) struct ListOne<T> {
-    lock: Mutex<Inner<T>>,
+    lock: Mutex<ListBody<T>>,
     /// The count `Shrink::count` reads: one Relaxed load.
     pub(super) nr_items: AtomicUsize,
     /// Misuse detection only (not part of any protocol, hence a std atomic):
@@ -259,7 +259,7 @@ pub(super) struct ListOne<T> {
 impl<T> ListOne<T> {
     pub(super) fn new() -> Self {
         ListOne {
-            lock: Mutex::new(Inner::new()),
+            lock: Mutex::new(ListBody::new()),
             nr_items: AtomicUsize::new(0),
             calling_out: std::sync::atomic::AtomicU64::new(0),
         }
@@ -268,7 +268,7 @@ impl<T> ListOne<T> {
     /// Lock the list. A thread that calls back into a list whose lock it
     /// holds while calling out would deadlock: it panics instead.
     #[inline]
-    pub(super) fn lock(&self) -> MutexGuard<'_, Inner<T>> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, ListBody<T>> {
         match self.lock.try_lock() {
             Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
@@ -277,7 +277,7 @@ impl<T> ListOne<T> {
     }
 
     #[cold]
-    fn lock_slow(&self) -> MutexGuard<'_, Inner<T>> {
+    fn lock_slow(&self) -> MutexGuard<'_, ListBody<T>> {
         // Relaxed: if the value is our own token, we stored it (tokens are
         // never reused) and coherence rules out reading it after our own
         // later reset to 0; any other value means someone else holds the
@@ -331,7 +331,12 @@ impl<T> ListOne<T> {
     /// Add `value` at the tail (most recently used). Returns the slot, and
     /// whether the list was empty before. The caller holds the lock (`inner`
     /// is this list's) and the list is live; `me` is its group.
-    pub(super) fn add(&self, inner: &mut Inner<T>, me: GroupId, value: T) -> (*mut Slot<T>, bool) {
+    pub(super) fn add(
+        &self,
+        inner: &mut ListBody<T>,
+        me: GroupId,
+        value: T,
+    ) -> (*mut Slot<T>, bool) {
         let s = inner.alloc(me);
         // SAFETY: `alloc` handed us a vacant slot of our domain; we hold
         // the lock.
@@ -349,7 +354,7 @@ impl<T> ListOne<T> {
     ///
     /// `s` is occupied and on this list (`inner`), and the caller holds the
     /// lock.
-    pub(super) unsafe fn take(&self, inner: &mut Inner<T>, s: *mut Slot<T>) -> T {
+    pub(super) unsafe fn take(&self, inner: &mut ListBody<T>, s: *mut Slot<T>) -> T {
         inner.unlink(s);
         // SAFETY: caller's contract: our slot, our lock.
         let value = unsafe {
@@ -366,7 +371,7 @@ impl<T> ListOne<T> {
     /// # Safety
     ///
     /// As for [`take`](Self::take).
-    pub(super) unsafe fn rotate(&self, inner: &mut Inner<T>, s: *mut Slot<T>) {
+    pub(super) unsafe fn rotate(&self, inner: &mut ListBody<T>, s: *mut Slot<T>) {
         if inner.tail != s {
             inner.unlink(s);
             inner.push_tail(s);
@@ -380,10 +385,10 @@ impl<T> ListOne<T> {
     /// before). The caller holds both locks and `from` is live.
     pub(super) fn splice_from(
         &self,
-        inner: &mut Inner<T>,
+        inner: &mut ListBody<T>,
         me: GroupId,
         from: &ListOne<T>,
-        from_inner: &mut Inner<T>,
+        from_inner: &mut ListBody<T>,
     ) -> (usize, bool) {
         debug_assert!(inner.forward.is_none() && from_inner.forward.is_none());
         let moved = from.count();
@@ -426,11 +431,11 @@ impl<T> ListOne<T> {
     }
 }
 
-impl<T> Drop for Inner<T> {
+impl<T> Drop for ListBody<T> {
     fn drop(&mut self) {
         for c in self.chunks.drain(..) {
             // SAFETY: `c` was leaked from a `Box<[Slot<T>]>` of length
-            // `c.len` by `grow`. An `Inner` is dropped only when the whole
+            // `c.len` by `grow`. An `ListBody` is dropped only when the whole
             // `ListLru` is (`&mut` access, no other list is in use), and each
             // chunk is freed exactly once, by its home list; the slots'
             // values drop with it, wherever they were linked.

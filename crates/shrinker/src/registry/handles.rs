@@ -7,7 +7,7 @@
 //! 1. Under the registry mutex: append to the RCU list
 //!    (`list_add_tail_rcu`) and publish the id. Walkers may now *see* the
 //!    shrinker, but its count is 0, so `try_get` fails and they skip it.
-//! 2. Outside the mutex, **last**: `refcount.set_release(1)`. From here on
+//! 2. Outside the mutex, **last**: `refs.activate()` (count 1, Release). From here on
 //!    walkers pin it; the Release pairs with their Acquire `try_get` and
 //!    publishes everything written at build (the kernel's rule: the
 //!    refcount is set last).
@@ -18,12 +18,12 @@
 //!    this very shrinker (it would wait for itself), or inside an RCU read
 //!    section (a callback that waits for a grace period would then wait for
 //!    us while we wait for it).
-//! 1. Close the registry's gate (pin.rs): walks stop taking light pins. If
+//! 1. Close the registry's gate (registry/pin.rs): walks stop taking light pins. If
 //!    the gate was open (no unregister lately), this waits for one grace
 //!    period; under churn it is already closed and costs a mutex.
 //! 2. Mark the shrinker dying, then drop the initial reference
 //!    (`shrinker_put`). `try_get` fails from now on, even while walks still
-//!    hold pins (the dying mark: node.rs's `try_get`), so overlapping walks
+//!    hold pins (the dying mark: registry/object.rs's `try_get`), so overlapping walks
 //!    cannot keep the count up forever; a zero count never rises again.
 //!    Unless that was the last
 //!    reference, wait on the completion until every in-flight refcount pin
@@ -47,13 +47,15 @@ use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::ptr::NonNull;
 
+use super::object::ShrinkerObject;
+use super::pin;
+use super::walk::inside_callback_of;
+use super::ShrinkerRegistry;
+use crate::engine::NrDeferred;
 use crate::engine::{DEFAULT_SEEKS, SHRINK_BATCH};
 use crate::error::BuildError;
-use crate::group::{Deferred, GroupId};
+use crate::group_id::GroupId;
 use crate::info::{ShrinkerFlags, ShrinkerId, ShrinkerStats};
-use crate::node::Node;
-use crate::pin;
-use crate::registry::{inside_callback_of, ShrinkerRegistry};
 use crate::shrink::Shrink;
 
 /// Configures a shrinker (`shrinker_alloc` arguments plus the fields set
@@ -185,7 +187,7 @@ impl ShrinkerBuilder {
         } else {
             1
         };
-        let deferred = Deferred::try_new(nr)?;
+        let deferred = NrDeferred::try_new(nr)?;
         let id = registry.alloc_id()?;
         if self.flags.group_aware {
             // Every group's `ShrinkerInfo` must cover the id before the
@@ -196,7 +198,7 @@ impl ShrinkerBuilder {
             }
         }
         let shrink: NonNull<dyn Shrink> = NonNull::from(Box::leak(Box::new(state)));
-        let node = Box::new(Node::new(
+        let object = Box::new(ShrinkerObject::new(
             shrink,
             id,
             self.name.into_boxed_str(),
@@ -207,46 +209,90 @@ impl ShrinkerBuilder {
             deferred,
         ));
         Ok(Shrinker {
-            node: NonNull::from(Box::leak(node)),
-            registry: registry.clone(),
-            _state: PhantomData,
+            handle: Handle {
+                object: NonNull::from(Box::leak(object)),
+                registry: registry.clone(),
+                _state: PhantomData,
+            },
         })
     }
 }
+
+/// What both handles hold: the shrinker object they own, its registry, and
+/// (in the type) the state it was built with.
+struct Handle<S: Shrink> {
+    object: NonNull<ShrinkerObject>,
+    registry: ShrinkerRegistry,
+    _state: PhantomData<Box<S>>,
+}
+
+// SAFETY: a handle owns its object and its `S` (`Send + Sync`); the
+// registry is a shared handle.
+unsafe impl<S: Shrink> Send for Handle<S> {}
+// SAFETY: `&Handle` gives `&S` (`Sync`) and read-only object fields.
+unsafe impl<S: Shrink> Sync for Handle<S> {}
+
+impl<S: Shrink> Handle<S> {
+    #[inline]
+    fn object(&self) -> &ShrinkerObject {
+        // SAFETY: the object is freed only by `take_unshared` or
+        // `unregister_inner`, which consume the handle.
+        unsafe { self.object.as_ref() }
+    }
+
+    /// The state the shrinker was built with.
+    #[inline]
+    fn state(&self) -> &S {
+        // SAFETY: `shrink` came from `Box::<S>::leak` in `build_in`; the
+        // state is taken back only by `take_unshared` or
+        // `unregister_inner`, which consume the handle.
+        unsafe { &*self.object().shrink_ptr().as_ptr().cast::<S>() }
+    }
+}
+
+/// What both handles offer alike: their object (crate-internal), id and
+/// name, and a deref to the state, so that the cache a shrinker shrinks
+/// stays usable through its handle.
+macro_rules! handle_common {
+    ($($handle:ident),*) => {$(
+        impl<S: Shrink> $handle<S> {
+            #[inline]
+            pub(crate) fn object(&self) -> &ShrinkerObject {
+                self.handle.object()
+            }
+
+            /// The stable id (kept from build to unregister).
+            #[must_use]
+            pub fn id(&self) -> ShrinkerId {
+                self.object().id
+            }
+
+            /// The name given to the builder (listed as `name-id`).
+            #[must_use]
+            pub fn name(&self) -> &str {
+                &self.object().name
+            }
+        }
+
+        impl<S: Shrink> Deref for $handle<S> {
+            type Target = S;
+            fn deref(&self) -> &S {
+                self.handle.state()
+            }
+        }
+    )*};
+}
+
+handle_common!(Shrinker, Registered);
 
 /// A built, unregistered shrinker (`shrinker_alloc`'s result). Dropping it
 /// frees it at once: nobody else has seen it.
 #[must_use = "a shrinker does nothing until it is registered"]
 pub struct Shrinker<S: Shrink> {
-    node: NonNull<Node>,
-    registry: ShrinkerRegistry,
-    _state: PhantomData<Box<S>>,
+    handle: Handle<S>,
 }
 
-// SAFETY: the shrinker owns its node and its `S` (`Send + Sync`).
-unsafe impl<S: Shrink> Send for Shrinker<S> {}
-// SAFETY: `&Shrinker` gives `&S` (`Sync`) and read-only node fields.
-unsafe impl<S: Shrink> Sync for Shrinker<S> {}
-
 impl<S: Shrink> Shrinker<S> {
-    #[inline]
-    pub(crate) fn node(&self) -> &Node {
-        // SAFETY: owned, live node.
-        unsafe { self.node.as_ref() }
-    }
-
-    /// The stable id.
-    #[must_use]
-    pub fn id(&self) -> ShrinkerId {
-        self.node().id
-    }
-
-    /// The name given to the builder.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        &self.node().name
-    }
-
     /// Publish it to reclaim (`shrinker_register`; module doc, "Register").
     ///
     /// # Ordering
@@ -259,29 +305,23 @@ impl<S: Shrink> Shrinker<S> {
     /// Takes the registry mutex briefly; never waits for a walk.
     pub fn register(self) -> Registered<S> {
         let this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never dropped; the registry moves out once.
-        let registry = unsafe { std::ptr::read(&this.registry) };
-        let node = this.node;
+        // SAFETY: `this` is never dropped; the handle moves out once.
+        let handle = unsafe { std::ptr::read(&this.handle) };
         // 1. SAFETY: built, unlinked, owned by us.
-        unsafe { registry.link(node) };
+        unsafe { handle.registry.link(handle.object) };
         // 2. Release: pairs with the Acquire of `try_get`; publishes the
-        // node and the state (module doc, "Register" step 2).
-        // SAFETY: owned node.
-        unsafe { node.as_ref() }.refcount.set_release(1);
-        Registered {
-            node,
-            registry,
-            _state: PhantomData,
-        }
+        // object and the state (module doc, "Register" step 2).
+        handle.object().refs.activate();
+        Registered { handle }
     }
 
     /// Free it and take the state back.
     pub fn into_inner(self) -> S {
         let this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never dropped; each field moves out once.
-        let registry = unsafe { std::ptr::read(&this.registry) };
-        // SAFETY: never registered: nobody else ever saw the node.
-        unsafe { take_unshared(this.node, &registry) }
+        // SAFETY: `this` is never dropped; the handle moves out once.
+        let handle = unsafe { std::ptr::read(&this.handle) };
+        // SAFETY: never registered: nobody else ever saw the object.
+        unsafe { take_unshared(handle.object, &handle.registry) }
     }
 }
 
@@ -291,7 +331,10 @@ impl<S: Shrink> Shrinker<S> {
 ///
 /// `node` was built by `build_in` with state type `S`, in `registry`; it is
 /// unlinked with its id slot clear, and no other thread can reach it.
-unsafe fn take_unshared<S: Shrink>(node: NonNull<Node>, registry: &ShrinkerRegistry) -> S {
+unsafe fn take_unshared<S: Shrink>(
+    node: NonNull<ShrinkerObject>,
+    registry: &ShrinkerRegistry,
+) -> S {
     // SAFETY: exclusive owner (contract).
     let b = unsafe { Box::from_raw(node.as_ptr()) };
     registry.release_id(b.id);
@@ -301,16 +344,8 @@ unsafe fn take_unshared<S: Shrink>(node: NonNull<Node>, registry: &ShrinkerRegis
 
 impl<S: Shrink> Drop for Shrinker<S> {
     fn drop(&mut self) {
-        // SAFETY: never registered: nobody else ever saw the node.
-        drop(unsafe { take_unshared::<S>(self.node, &self.registry) });
-    }
-}
-
-impl<S: Shrink> Deref for Shrinker<S> {
-    type Target = S;
-    fn deref(&self) -> &S {
-        // SAFETY: the state lives until `into_inner`/drop, which need `self`.
-        unsafe { &*self.node().shrink_ptr().as_ptr().cast::<S>() }
+        // SAFETY: never registered: nobody else ever saw the object.
+        drop(unsafe { take_unshared::<S>(self.handle.object, &self.handle.registry) });
     }
 }
 
@@ -326,36 +361,10 @@ impl<S: Shrink> fmt::Debug for Shrinker<S> {
 /// Derefs to the state, so the cache it shrinks stays usable through it.
 #[must_use = "dropping the handle unregisters the shrinker at once"]
 pub struct Registered<S: Shrink> {
-    node: NonNull<Node>,
-    registry: ShrinkerRegistry,
-    _state: PhantomData<Box<S>>,
+    handle: Handle<S>,
 }
 
-// SAFETY: as for `Shrinker`: the handle owns the node's lifetime and `S`.
-unsafe impl<S: Shrink> Send for Registered<S> {}
-// SAFETY: `&Registered` gives `&S` (`Sync`) and read-only node fields.
-unsafe impl<S: Shrink> Sync for Registered<S> {}
-
 impl<S: Shrink> Registered<S> {
-    #[inline]
-    pub(crate) fn node(&self) -> &Node {
-        // SAFETY: the node is freed only by `unregister_inner`, which
-        // consumes the handle.
-        unsafe { self.node.as_ref() }
-    }
-
-    /// The stable id.
-    #[must_use]
-    pub fn id(&self) -> ShrinkerId {
-        self.node().id
-    }
-
-    /// The name given to the builder.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        &self.node().name
-    }
-
     /// Mark this shrinker as possibly having objects in (`group`, `node`):
     /// [`ShrinkerRegistry::set_shrinker_bit`] with its own id. Call it after
     /// making a per-group list non-empty (a [`ListLru`](crate::ListLru)'s
@@ -389,19 +398,21 @@ impl<S: Shrink> Registered<S> {
     ///
     /// As [`ShrinkerRegistry::set_shrinker_bit`].
     pub fn set_bit(&self, group: GroupId, node: usize) -> Result<(), crate::ShrinkError> {
-        self.registry.set_shrinker_bit(group, node, self.id())
+        self.handle
+            .registry
+            .set_shrinker_bit(group, node, self.id())
     }
 
     /// The registry it is registered in.
     #[must_use]
     pub fn registry(&self) -> &ShrinkerRegistry {
-        &self.registry
+        &self.handle.registry
     }
 
     /// Statistics so far.
     #[must_use]
     pub fn stats(&self) -> ShrinkerStats {
-        self.node().stats_snapshot()
+        self.object().stats_snapshot()
     }
 
     /// Unregister, wait for in-flight callbacks, and hand the state back.
@@ -420,11 +431,11 @@ impl<S: Shrink> Registered<S> {
     /// then stays registered.
     pub fn unregister(self) -> S {
         let this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never dropped; the registry moves out once.
-        let registry = unsafe { std::ptr::read(&this.registry) };
+        // SAFETY: `this` is never dropped; the handle moves out once.
+        let handle = unsafe { std::ptr::read(&this.handle) };
         // SAFETY: the handle was registered with state type `S` and is
         // consumed.
-        unsafe { unregister_inner::<S>(this.node, &registry) }
+        unsafe { unregister_inner::<S>(handle.object, &handle.registry) }
     }
 }
 
@@ -435,7 +446,10 @@ impl<S: Shrink> Registered<S> {
 /// `node` was built with state type `S` in `registry` and registered; the
 /// caller gives up its handle.
 #[track_caller]
-unsafe fn unregister_inner<S: Shrink>(node: NonNull<Node>, registry: &ShrinkerRegistry) -> S {
+unsafe fn unregister_inner<S: Shrink>(
+    node: NonNull<ShrinkerObject>,
+    registry: &ShrinkerRegistry,
+) -> S {
     // SAFETY: registered, so live until step 4 (contract).
     let n = unsafe { node.as_ref() };
     // 0.
@@ -455,20 +469,14 @@ unsafe fn unregister_inner<S: Shrink>(node: NonNull<Node>, registry: &ShrinkerRe
         );
     }
     // 1. Close the gate: walks stop taking light pins, and every light pin
-    // taken before is visible to step 2b (pin.rs).
+    // taken before is visible to step 2b (registry/pin.rs).
     let gate_hold = registry.inner.gate.enter();
-    // 2. Refuse new pins (node.rs, `try_get`), then drop the initial
-    // reference: only pins already in flight remain to be waited for. If it
-    // was the last one (no walker is
-    // inside), nobody will complete `done` and there is nothing to wait
-    // for: dec_and_test's Acquire on success already orders every earlier
-    // pin's accesses before what follows.
-    n.mark_dying();
-    if !n.refcount.dec_and_test() {
-        // Acquire (the completion's mutex): the last pin's `put` completes
-        // it; every pin's accesses happen-before what follows.
-        n.done.wait();
-    }
+    // 2. Refuse new pins (the dying mark), drop the initial reference, and
+    // wait until the pins already in flight are put
+    // (`LiveRef::kill_and_wait`). Acquire (dec_and_test's if ours was the
+    // last reference, else the completion's mutex, which the last `put`
+    // completes): every pin's accesses happen-before what follows.
+    n.refs.kill_and_wait(&n.done);
     // 2b. Wait out light pins (Acquire on each slot: their callouts
     // happen-before what follows).
     pin::wait_for_light_pins(node.as_ptr());
@@ -487,16 +495,7 @@ unsafe fn unregister_inner<S: Shrink>(node: NonNull<Node>, registry: &ShrinkerRe
 impl<S: Shrink> Drop for Registered<S> {
     fn drop(&mut self) {
         // SAFETY: registered with state `S`; the handle is going away.
-        drop(unsafe { unregister_inner::<S>(self.node, &self.registry) });
-    }
-}
-
-impl<S: Shrink> Deref for Registered<S> {
-    type Target = S;
-    fn deref(&self) -> &S {
-        // SAFETY: the state is taken back only by `unregister_inner`, which
-        // consumes the handle.
-        unsafe { &*self.node().shrink_ptr().as_ptr().cast::<S>() }
+        drop(unsafe { unregister_inner::<S>(self.handle.object, &self.handle.registry) });
     }
 }
 

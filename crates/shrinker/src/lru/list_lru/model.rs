@@ -1,5 +1,5 @@
 // The reference model for `ListLru`, shared by two harnesses. Not a module:
-// it is `include!`d by `src/list_lru/tests.rs` (unit level: groups and
+// it is `include!`d by `src/lru/list_lru/tests.rs` (unit level: groups and
 // reparenting, since `GroupId`s other than the root can only be made inside
 // the crate until the group tree lands) and by `tests/list_lru_model.rs`
 // (the public API: nodes and the root group). The includer brings
