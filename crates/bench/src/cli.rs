@@ -43,6 +43,10 @@ pub struct Options {
     /// List the scenarios and exit.
     #[arg(long)]
     pub list: bool,
+    /// Internal: run the `reclaim` scenario's child workload with these parameters (see
+    /// `reclaim_child`). Hidden from the usage and the help.
+    #[arg(long, value_name = "PARAMS", hide = true)]
+    pub reclaim_child: Option<String>,
     /// Scenarios to run, in the order given, without duplicates (all when none is named).
     #[arg(value_name = "SCENARIO", value_parser = scenario_names())]
     pub scenarios: Vec<String>,
@@ -117,6 +121,7 @@ mod tests {
                 markdown: true,
                 update_readme: None,
                 list: false,
+                reclaim_child: None,
                 scenarios: vec!["rcu-sync".into(), "rcu-read".into()],
             }
         );
@@ -167,6 +172,16 @@ mod tests {
         for s in scenarios::ALL {
             assert!(msg.contains(s.name), "{} missing from: {msg}", s.name);
         }
+    }
+
+    #[test]
+    fn reclaim_child_is_parsed_and_hidden() {
+        let o = parse(["--reclaim-child", "variant=none"]).unwrap();
+        assert_eq!(o.reclaim_child.as_deref(), Some("variant=none"));
+        let help = Options::command().render_long_help().to_string();
+        assert!(!help.contains("reclaim-child"), "{help}");
+        let usage = Options::command().render_usage().to_string();
+        assert!(!usage.contains("reclaim-child"), "{usage}");
     }
 
     #[test]

@@ -484,8 +484,22 @@ pub fn thousands(n: usize) -> String {
     out
 }
 
+/// Extra keys shown as a table column (after `threads`) in the tables whose records have them:
+/// (JSON key, column header). Other extra keys appear in the JSON rows only.
+const TABLE_EXTRAS: &[(&str, &str)] = &[("fill_mib_s", "MiB/s")];
+
+/// The value of a record's extra key.
+fn extra<'a>(r: &'a Record, key: &str) -> Option<&'a Value> {
+    r.extra.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+/// Whether a table column holds text (left-aligned) rather than figures.
+fn is_text_column(header: &str) -> bool {
+    header == "variant" || header == "metric"
+}
+
 /// Column headers and cells of a report's table. Ratio columns are the union, in order of first
-/// appearance, of the ratio headers of its records.
+/// appearance, of the ratio headers of its records; [`TABLE_EXTRAS`] columns follow `threads`.
 fn table_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
     let mut ratio_headers: Vec<String> = Vec::new();
     for r in &report.records {
@@ -495,23 +509,34 @@ fn table_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
             }
         }
     }
-    let mut header: Vec<String> = ["variant", "threads", "metric", "median", "min", "max"]
+    let shown: Vec<&(&str, &str)> = TABLE_EXTRAS
         .iter()
-        .map(|s| s.to_string())
+        .filter(|(key, _)| report.records.iter().any(|r| extra(r, key).is_some()))
         .collect();
+    let mut header: Vec<String> = vec!["variant".into(), "threads".into()];
+    header.extend(shown.iter().map(|(_, h)| h.to_string()));
+    header.extend(
+        ["metric", "median", "min", "max"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
     header.extend(ratio_headers.iter().cloned());
     let rows = report
         .records
         .iter()
         .map(|r| {
-            let mut row = vec![
-                r.variant.to_string(),
-                r.threads.to_string(),
+            let mut row = vec![r.variant.to_string(), r.threads.to_string()];
+            row.extend(shown.iter().map(|(key, _)| match extra(r, key) {
+                Some(Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => "-".to_string(),
+            }));
+            row.extend([
                 r.metric.to_string(),
                 format_value(r.summary.median),
                 format_value(r.summary.min),
                 format_value(r.summary.max),
-            ];
+            ]);
             for h in &ratio_headers {
                 row.push(match r.ratios.iter().find(|x| &x.header == h) {
                     Some(x) if x.value.is_finite() => format!("{:.2}×", x.value),
@@ -540,7 +565,7 @@ pub fn render_text(report: &Report) -> String {
         for (i, cell) in cells.iter().enumerate() {
             let pad = widths[i] - cell.chars().count();
             s.push_str("  ");
-            if i == 0 || i == 2 {
+            if is_text_column(&header[i]) {
                 s.push_str(cell);
                 s.push_str(&" ".repeat(pad));
             } else {
@@ -576,7 +601,14 @@ pub fn render_markdown(report: &Report) -> String {
     let cells = |row: &[String]| format!("| {} |", row.join(" | "));
     let _ = writeln!(out, "{}", cells(&header));
     let align: Vec<String> = (0..header.len())
-        .map(|i| if i == 0 || i == 2 { ":--" } else { "--:" }.to_string())
+        .map(|i| {
+            if is_text_column(&header[i]) {
+                ":--"
+            } else {
+                "--:"
+            }
+            .to_string()
+        })
         .collect();
     let _ = writeln!(out, "{}", cells(&align));
     for row in &rows {

@@ -16,14 +16,18 @@
 //! - [`harness`]: timed multi-thread runs, statistics, tables, JSON lines, the progress line.
 //! - [`scenarios`]: one module per scenario and the registry [`scenarios::ALL`].
 //! - [`cli`]: argument parsing (clap); [`readme`]: `--update-readme` and the machine description.
+//! - [`cgroup`] and [`reclaim_child`]: the child memory cgroups and the child workload of the
+//!   `reclaim` scenario (the hidden `--reclaim-child` flag).
 //!
 //! Output contract: progress goes to stderr; stdout carries only the result (tables, markdown,
 //! or one JSON object per line with the keys `scenario`, `variant`, `threads`, `metric`,
 //! `value`, plus extras). Exit status 2 means a bad command line, 1 a failed README update.
 
+mod cgroup;
 mod cli;
 mod harness;
 mod readme;
+mod reclaim_child;
 mod scenarios;
 
 use std::io::Write as _;
@@ -41,6 +45,9 @@ fn main() -> ExitCode {
         // The help on stdout with status 0, or the error on stderr with status 2.
         Err(e) => e.exit(),
     };
+    if let Some(params) = &opts.reclaim_child {
+        return reclaim_child::main(params);
+    }
     if opts.list {
         for s in scenarios::ALL {
             println!("{:<16} {}", s.name, s.summary);

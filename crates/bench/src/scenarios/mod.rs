@@ -14,6 +14,7 @@ use crate::harness::{self, Config, Progress, Record, Report};
 pub mod call_rcu;
 pub mod rcu_read;
 pub mod rcu_sync;
+pub mod reclaim;
 pub mod refcount;
 pub mod reflock;
 pub mod register_churn;
@@ -41,6 +42,7 @@ pub const ALL: &[Scenario] = &[
     shrink_global::SCENARIO,
     register_churn::SCENARIO,
     shrink_group::SCENARIO,
+    reclaim::SCENARIO,
 ];
 
 /// Looks a scenario up by name.

@@ -57,8 +57,10 @@
 //! when its target is met or the level fell (stop means stop), and the
 //! reclaimer sleeps in the monitor's `epoll_wait` while the level is None
 //! (no timer, no polling of its own: an idle reclaimer costs nothing
-//! measurable). While the level holds it looks again every
-//! [`ReclaimConfig::recheck`].
+//! measurable). While the level holds it runs a round on every event of
+//! the source, whether or not the level changed (a cgroup's usage crossing
+//! the Moderate mark again after a round, while the process kept
+//! allocating), and otherwise looks again every [`ReclaimConfig::recheck`].
 //!
 //! # CPU budget
 //!

@@ -449,6 +449,34 @@ fn lru_cache_scans_report_bytes_by_their_weights() {
     assert_eq!((f.bytes, f.unsized_objects), (0, f.objects));
 }
 
+/// Regression: while the level held, `Monitor::wait` reported only changes
+/// of level, so a source event at the same level (cgroup v1: the usage
+/// crossing the Moderate mark again after a round met its target while the
+/// process kept allocating) was swallowed, and the next round waited for the
+/// recheck or for the Critical mark: a process filling at 256 MiB/s reached
+/// 97 % of its limit and was sometimes OOM-killed (`tests/reclaim_e2e.rs`).
+#[test]
+#[cfg_attr(miri, ignore)]
+fn same_level_event_while_the_level_holds_starts_a_round() {
+    let reg = registry();
+    let _p = pool(&reg, 100_000, 1024);
+    let cfg = ReclaimConfig {
+        // Only an event can start the second round within the test's bound.
+        recheck: Duration::from_secs(3600),
+        cpu_budget: 1.0,
+        critical_cpu_budget: 1.0,
+        ..ReclaimConfig::default()
+    };
+    let (r, h) = start(&reg, cfg);
+    h.set_bytes(Level::Moderate, 900 * KIB, 1000 * KIB, 50 * KIB);
+    eventually("the first round", || r.stats().rounds >= 1);
+    assert_eq!(r.stats().rounds, 1);
+    // The usage rose again; the level is still Moderate.
+    h.set_bytes(Level::Moderate, 950 * KIB, 1000 * KIB, 100 * KIB);
+    eventually("a round for the same-level event", || r.stats().rounds >= 2);
+    drop(r);
+}
+
 #[test]
 #[cfg_attr(miri, ignore)] // the RCU worker thread
 fn lazy_rcu_shrinker_counts_and_flushes_pending_lazy_callbacks() {

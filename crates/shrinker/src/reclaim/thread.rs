@@ -20,6 +20,7 @@
 
 use std::time::{Duration, Instant};
 
+use rustix::event::{PollFd, PollFlags};
 use shrinker_pressure::{Level, Monitor, Reading};
 
 use super::budget::CpuBudget;
@@ -87,16 +88,39 @@ pub(super) fn run(shared: &Shared, mut monitor: Monitor) {
     shared.stats().cpu_used = budget.total();
 }
 
-/// Wait for the monitor: without a timeout while the level is None, every
-/// `recheck` while it holds (then read the source anew).
+/// Wait for the monitor: for a change of level, without a timeout, while the
+/// level is None; while it holds, for *any* event of the source, or
+/// `recheck` (then read the source anew).
+///
+/// While the level holds, an event that leaves the level as it was still
+/// starts a round: [`Monitor::wait`] reports only changes of level, and with
+/// it a source's same-level event was lost. On cgroup v1 that event is the
+/// usage crossing the Moderate mark again: a round met its target (the
+/// headroom of its reading) while the process kept allocating, so the usage
+/// stayed over the stop mark (the level held, hysteresis) and climbed back
+/// over the Moderate mark; the next round then waited for the recheck or
+/// the Critical mark, too late for a fast allocator (kswapd, likewise, is
+/// woken on every allocation under the low watermark, not once per
+/// episode).
 fn next_reading(shared: &Shared, monitor: &mut Monitor, ep: &mut Episode) -> Option<Reading> {
     let holding = ep.level >= Level::Moderate && !ep.dead;
-    let timeout = holding.then_some(shared.config.recheck);
-    let r = match monitor.wait(timeout) {
-        Ok(Some(r)) => Ok(r),
-        Ok(None) if holding && !shared.stopping() => monitor.read(),
-        Ok(None) => return None,
-        Err(e) => Err(e),
+    let r = if holding {
+        match source_event(monitor, shared.config.recheck) {
+            _ if shared.stopping() => return None,
+            // An event: process it and act on the reading, changed or not.
+            Ok(true) => monitor
+                .poll_ready()
+                .map(|changed| changed.unwrap_or_else(|| monitor.current().clone())),
+            // The recheck (or an interrupted wait): read the source anew.
+            Ok(false) => monitor.read(),
+            Err(e) => Err(e),
+        }
+    } else {
+        match monitor.wait(None) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => return None,
+            Err(e) => Err(e),
+        }
     };
     match r {
         Ok(r) => Some(r),
@@ -109,6 +133,24 @@ fn next_reading(shared: &Shared, monitor: &mut Monitor, ep: &mut Episode) -> Opt
             }
             None
         }
+    }
+}
+
+/// Wait until the monitor has something to process (its fd is readable:
+/// a source event, a timer, or the waker of a drop) or `timeout` passes.
+fn source_event(monitor: &Monitor, timeout: Duration) -> Result<bool, shrinker_pressure::Error> {
+    let ts = rustix::time::Timespec {
+        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    let mut fds = [PollFd::new(monitor, PollFlags::IN)];
+    match rustix::event::poll(&mut fds, Some(&ts)) {
+        Ok(n) => Ok(n > 0),
+        Err(rustix::io::Errno::INTR) => Ok(false),
+        Err(e) => Err(shrinker_pressure::Error::Sys {
+            op: "poll on the monitor's fd",
+            source: e.into(),
+        }),
     }
 }
 
