@@ -19,6 +19,10 @@ pub struct Freed {
     /// Objects freed by shrinkers that know no size (included in
     /// `objects`, not in `bytes`).
     pub unsized_objects: u64,
+    /// Objects the shrinkers looked at (`nr_scanned`), freed or not: a
+    /// walk that scanned and freed nothing (an LRU rotating its referenced
+    /// entries: their second chance) still made progress.
+    pub scanned: u64,
 }
 
 impl Freed {
@@ -29,6 +33,7 @@ impl Freed {
             objects: self.objects.saturating_add(other.objects),
             bytes: self.bytes.saturating_add(other.bytes),
             unsized_objects: self.unsized_objects.saturating_add(other.unsized_objects),
+            scanned: self.scanned.saturating_add(other.scanned),
         }
     }
 

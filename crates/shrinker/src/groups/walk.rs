@@ -264,7 +264,7 @@ impl Groups {
                             unit.set(bit);
                         }
                     }
-                    if out.freed > 0 || out.freed_bytes > 0 {
+                    if out.scanned > 0 || out.freed > 0 || out.freed_bytes > 0 {
                         freed = freed.saturating_add(node.account(&out));
                     }
                     // 6. Re-enter before unpinning.

@@ -9,6 +9,11 @@ use crate::{Freed, GroupId, ShrinkRequest, ShrinkerRegistry};
 /// The gentlest priority (`DEF_PRIORITY`).
 const DEF_PRIORITY: u8 = 12;
 
+/// Walks repeated at one priority while they make progress: a walk at
+/// priority `p` scans about `2 * count >> p` objects of each shrinker, so
+/// eight walks at priority 4 cover a cache once.
+const MAX_REPEATS: u32 = 8;
+
 /// Walks the registry for one round.
 pub(super) struct Rounds<'a> {
     registry: &'a ShrinkerRegistry,
@@ -48,22 +53,40 @@ impl<'a> Rounds<'a> {
     /// walk but the last with what that walk freed) says to stop.
     pub(super) fn descend(&self, target: u64, mut between: impl FnMut(&Freed) -> bool) -> Descent {
         let mut out = Descent::default();
-        for priority in (0..=DEF_PRIORITY).rev() {
-            if self.stopping() {
-                break;
-            }
+        let mut priority = DEF_PRIORITY;
+        let mut repeats = 0u32;
+        while !self.stopping() {
             let pass = self.walk(priority);
             out.passes += 1;
             out.freed = out.freed.saturating_add(pass);
             if priority == 0 {
                 out.reached_zero = true;
             }
-            if priority == 0 || out.freed.bytes >= target {
+            if out.freed.bytes >= target || (priority == 0 && pass.is_empty()) {
                 out.untrimmed = Some(pass);
                 break;
             }
             if !between(&pass) {
                 break;
+            }
+            // kswapd (`balance_pgdat`) lowers the priority only after a
+            // pass that made too little progress. Here a walk that scanned
+            // is progress even if it freed nothing (an LRU rotated its
+            // referenced entries: their second chance): lowering the
+            // priority after every walk let a cache whose entries were all
+            // referenced once see every walk down to priority 2 free
+            // nothing and the walk at priority 1 evict it whole, for a
+            // target of a few entries. At most `MAX_REPEATS` walks per
+            // priority, so a round still reaches priority 0 when the target
+            // needs it.
+            if (pass.scanned > 0 || pass.objects > 0) && repeats < MAX_REPEATS {
+                repeats += 1;
+            } else if priority == 0 {
+                out.untrimmed = None;
+                break;
+            } else {
+                priority -= 1;
+                repeats = 0;
             }
         }
         out

@@ -259,24 +259,18 @@ impl ShrinkerObject {
     #[inline]
     pub(crate) fn account(&self, o: &Outcome) -> Freed {
         let objects = o.freed as u64;
-        if o.freed_bytes > 0 {
-            Freed {
-                objects,
-                bytes: o.freed_bytes as u64,
-                unsized_objects: 0,
-            }
+        let (bytes, unsized_objects) = if o.freed_bytes > 0 {
+            (o.freed_bytes as u64, 0)
         } else if self.object_bytes > 0 {
-            Freed {
-                objects,
-                bytes: objects.saturating_mul(self.object_bytes as u64),
-                unsized_objects: 0,
-            }
+            (objects.saturating_mul(self.object_bytes as u64), 0)
         } else {
-            Freed {
-                objects,
-                bytes: 0,
-                unsized_objects: objects,
-            }
+            (0, objects)
+        };
+        Freed {
+            objects,
+            bytes,
+            unsized_objects,
+            scanned: o.scanned as u64,
         }
     }
 

@@ -79,7 +79,7 @@ fn shrink_global_with(
         // 4.
         let deferred = object.deferred.slot(object.effective_node(nid));
         let outcome = object.shrink_pinned(nid, GroupId::ROOT, priority, pin.is_light(), deferred);
-        if outcome.freed > 0 || outcome.freed_bytes > 0 {
+        if outcome.scanned > 0 || outcome.freed > 0 || outcome.freed_bytes > 0 {
             freed = freed.saturating_add(object.account(&outcome));
         }
         // 5. Re-enter before unpinning.
