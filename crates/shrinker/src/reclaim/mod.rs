@@ -206,7 +206,16 @@ impl ReclaimerBuilder {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name(self.name)
-                .spawn(move || thread::run(&shared, monitor))
+                // The thread reports to the subscriber in force where the
+                // reclaimer was started (a test's, or the global one).
+                .spawn({
+                    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+                    move || {
+                        tracing::dispatcher::with_default(&dispatch, || {
+                            thread::run(&shared, monitor)
+                        })
+                    }
+                })
                 .map_err(ReclaimerError::Spawn)?
         };
         Ok(Reclaimer {

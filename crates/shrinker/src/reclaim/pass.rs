@@ -100,6 +100,23 @@ impl<'a> Rounds<'a> {
     /// One global walk at `priority` on every node, stopping between
     /// shrinkers once the stop flag is set.
     fn walk(&self, priority: u8) -> Freed {
+        let span = tracing::debug_span!(
+            target: "shrinker::reclaim",
+            "reclaim_pass",
+            priority,
+            objects = tracing::field::Empty,
+            bytes = tracing::field::Empty,
+            scanned = tracing::field::Empty,
+        )
+        .entered();
+        let freed = self.walk_nodes(priority);
+        span.record("objects", freed.objects);
+        span.record("bytes", freed.bytes);
+        span.record("scanned", freed.scanned);
+        freed
+    }
+
+    fn walk_nodes(&self, priority: u8) -> Freed {
         let mut freed = Freed::default();
         for node in 0..self.registry.nr_nodes() {
             let req = ShrinkRequest {

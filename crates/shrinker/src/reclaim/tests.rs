@@ -574,3 +574,75 @@ fn a_cache_of_referenced_entries_is_not_emptied_for_a_small_target() {
     );
     drop(r);
 }
+
+/// Records the names and fields of the spans it sees.
+#[derive(Clone, Default)]
+struct SpanLog(Arc<Mutex<Vec<String>>>);
+
+struct FieldText<'a>(&'a mut String);
+impl tracing::field::Visit for FieldText<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={:?}", field.name(), value);
+    }
+}
+
+impl tracing::Subscriber for SpanLog {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, a: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut line = a.metadata().name().to_owned();
+        a.record(&mut FieldText(&mut line));
+        let mut log = self.0.lock().unwrap();
+        log.push(line);
+        tracing::span::Id::from_u64(log.len() as u64)
+    }
+    fn record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let mut log = self.0.lock().unwrap();
+        if let Some(line) = usize::try_from(id.into_u64())
+            .ok()
+            .and_then(|i| log.get_mut(i - 1))
+        {
+            values.record(&mut FieldText(line));
+        }
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn level_changes_rounds_and_passes_are_spans_with_their_figures() {
+    let log = SpanLog::default();
+    let reg = registry();
+    let _p = pool(&reg, 10_000, 1024);
+    let (r, h) =
+        tracing::subscriber::with_default(log.clone(), || start(&reg, ReclaimConfig::default()));
+    let rx = r.subscribe();
+    h.set_bytes(Level::Moderate, 900 * KIB, 1000 * KIB, 300 * KIB);
+    next(&rx);
+    drop(r);
+    let log = log.0.lock().unwrap();
+    let has = |prefix: &str, fields: &[&str]| {
+        log.iter()
+            .any(|l| l.starts_with(prefix) && fields.iter().all(|f| l.contains(f)))
+    };
+    assert!(
+        has(
+            "pressure_level",
+            &["from=\"none\"", "to=\"moderate\"", "source=\"manual\""]
+        ),
+        "{log:#?}"
+    );
+    assert!(
+        has("reclaim_round", &["target=307200", "passes=", "bytes="]),
+        "{log:#?}"
+    );
+    assert!(
+        has("reclaim_pass", &["priority=", "objects=", "scanned="]),
+        "{log:#?}"
+    );
+}

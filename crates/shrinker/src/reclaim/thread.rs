@@ -158,6 +158,14 @@ fn source_event(monitor: &Monitor, timeout: Duration) -> Result<bool, shrinker_p
 /// with what it freed (a rise is told with its first round's result).
 fn level_changed(shared: &Shared, ep: &mut Episode, reading: &Reading) {
     let previous = ep.level;
+    let _span = tracing::info_span!(
+        target: "shrinker::reclaim",
+        "pressure_level",
+        from = previous.as_str(),
+        to = reading.level.as_str(),
+        source = reading.source.as_str(),
+    )
+    .entered();
     tracing::info!(
         target: "shrinker::reclaim",
         from = previous.as_str(),
@@ -228,6 +236,17 @@ fn round(
         return; // under the recovery mark already: the level falls soon
     }
     let reaction = Instant::now().saturating_duration_since(reading.at);
+    let span = tracing::info_span!(
+        target: "shrinker::reclaim",
+        "reclaim_round",
+        level = ep.level.as_str(),
+        target,
+        source = reading.source.as_str(),
+        passes = tracing::field::Empty,
+        objects = tracing::field::Empty,
+        bytes = tracing::field::Empty,
+    )
+    .entered();
     // 3.
     let mut trims = 0u64;
     let mut cut_by_budget = false;
@@ -284,6 +303,9 @@ fn round(
         }
     }
     // 5.
+    span.record("passes", out.passes);
+    span.record("objects", out.freed.objects);
+    span.record("bytes", out.freed.bytes);
     let exhausted = critical && out.reached_zero && out.freed.objects == 0 && !cut_by_budget;
     ep.freed = ep.freed.saturating_add(out.freed);
     {
