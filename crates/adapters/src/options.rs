@@ -35,6 +35,7 @@ use crate::guard::{RefillGuard, RefillPolicy};
 pub struct Options {
     pub(crate) name: String,
     pub(crate) seeks: u32,
+    pub(crate) batch: usize,
     pub(crate) object_bytes: usize,
     pub(crate) bytes_per_weight: u64,
     pub(crate) policy: RefillPolicy,
@@ -50,6 +51,7 @@ impl Options {
         Options {
             name: name.into(),
             seeks: 2,
+            batch: 0,
             object_bytes: 0,
             bytes_per_weight: 0,
             policy: RefillPolicy::default(),
@@ -61,6 +63,14 @@ impl Options {
     /// The cost of recreating an entry ([`ShrinkerBuilder::seeks`]).
     pub fn seeks(mut self, seeks: u32) -> Self {
         self.seeks = seeks;
+        self
+    }
+
+    /// Entries per scan call ([`ShrinkerBuilder::batch`]; default 128).
+    /// Larger batches suit caches whose shrink has a fixed cost per call
+    /// (foyer's `resize` spawns a thread per shard).
+    pub fn batch(mut self, batch: usize) -> Self {
+        self.batch = batch;
         self
     }
 
@@ -108,6 +118,7 @@ impl Options {
     pub(crate) fn shrinker_builder(&self) -> ShrinkerBuilder {
         ShrinkerBuilder::new(self.name.clone())
             .seeks(self.seeks)
+            .batch(self.batch)
             .object_bytes(self.object_bytes)
     }
 
@@ -127,6 +138,7 @@ impl fmt::Debug for Options {
         f.debug_struct("Options")
             .field("name", &self.name)
             .field("seeks", &self.seeks)
+            .field("batch", &self.batch)
             .field("object_bytes", &self.object_bytes)
             .field("bytes_per_weight", &self.bytes_per_weight)
             .field("policy", &self.policy)
