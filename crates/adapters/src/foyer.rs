@@ -12,7 +12,7 @@
 //! much below the current usage, and reports the fall of `entries()` (and
 //! of `usage()`, as bytes with [`Options::bytes_per_weight`]). The lowered
 //! capacity is the refill guard's sticky cap
-//! ([`RefillGuard`](crate::RefillGuard)); access through the adapter's
+//! ([`RefillGuard`]); access through the adapter's
 //! `Deref` grows it back after the cool-down.
 //!
 //! foyer splits a capacity over its shards exactly (the remainder one unit

@@ -55,7 +55,7 @@ use shrinker_pressure::Level;
 
 use crate::clock::{Clock, SystemClock};
 
-/// How a cut capacity comes back. See the [module docs](self) for the rule.
+/// How a cut capacity comes back. See [`RefillGuard`] for the rule.
 ///
 /// # Examples
 ///
@@ -93,7 +93,23 @@ impl Default for RefillPolicy {
     }
 }
 
-/// The sticky cap of one cache (see the [module docs](self)).
+/// The sticky cap of one cache.
+///
+/// 1. A shrink lowers the cap (never raises it) and restarts the quiet time.
+/// 2. While the pressure level is not [`Level::None`] the cap holds.
+/// 3. Once the level has been None for [`RefillPolicy::cool_down`]
+///    (default 30 s), counted from the later of the last shrink and the
+///    level's last change, the cap grows by one step (1/8 of the configured
+///    capacity by default), then by one more every
+///    [`RefillPolicy::step_interval`] (5 s), up to the configured capacity.
+/// 4. A new pressure stops the growth (rule 2); the next shrink steps the
+///    cap down again from wherever it stands (rule 1).
+///
+/// Without a [`LevelWatch`] the level counts as None: the cap comes back by
+/// time since the last shrink. Growth is applied lazily by
+/// [`poll`](Self::poll), which the adapters call on access to the cache:
+/// one relaxed load while not capped; while capped, a level load, a clock
+/// read and, only when a step is due, a `try_lock`.
 ///
 /// Capacities are in the cache's own unit: entries for `lru`, weight for
 /// `quick_cache`, `moka` and `foyer`. The adapters own one each; it is

@@ -35,11 +35,11 @@
 //!
 //! # Async services
 //!
-//! With the `tokio` feature, [`tokio::AsyncMonitor`] waits for a
+//! With the `tokio` feature, `tokio::AsyncMonitor` waits for a
 //! `shrinker_pressure::Monitor` on its fd through `AsyncFd` (no thread per
-//! listener), [`tokio::watch_monitor`] and [`tokio::watch_reclaimer`] fan
+//! listener), `tokio::watch_monitor` and `tokio::watch_reclaimer` fan
 //! level changes out through `tokio::sync::watch`, and the `moka` module
-//! gains the future cache's adapter.
+//! gains the future cache's adapter (`moka::future`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -8,7 +8,7 @@
 //! most the shrinker's batch, 128 entries), and drops them after releasing
 //! it. It then lowers the cache's capacity to what is left
 //! (`resize`, which evicts nothing more since `len` already fits): the
-//! refill guard's sticky cap ([`RefillGuard`](crate::RefillGuard)), grown
+//! refill guard's sticky cap ([`RefillGuard`]), grown
 //! back on [`LruShrinker::lock`] once the pressure has passed.
 //!
 //! Objects, not bytes: `lru` knows no weights. Give a size per entry with

@@ -17,7 +17,7 @@
 //!    reports: exact), then runs `run_pending_tasks()` so that the cache's
 //!    sizes, and the next `count`, are exact.
 //! 3. The cache's weight after the scan becomes the sticky cap
-//!    ([`RefillGuard`](crate::RefillGuard)). moka cannot enforce it itself,
+//!    ([`RefillGuard`]). moka cannot enforce it itself,
 //!    so the adapter's [`MokaShrinker::insert`] does: after an insert
 //!    that finds the cache over the cap it removes entries (again in
 //!    `iter()` order) down to 1/32 below the cap, then runs the pending

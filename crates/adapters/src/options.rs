@@ -115,6 +115,7 @@ impl Options {
         self
     }
 
+    #[allow(dead_code)] // Unused when no adapter feature is on.
     pub(crate) fn shrinker_builder(&self) -> ShrinkerBuilder {
         ShrinkerBuilder::new(self.name.clone())
             .seeks(self.seeks)
@@ -122,7 +123,7 @@ impl Options {
             .object_bytes(self.object_bytes)
     }
 
-    #[allow(dead_code)] // Unused when no capacity-based adapter is built.
+    #[allow(dead_code)] // Unused when no adapter feature is on.
     pub(crate) fn guard(&self, configured: u64) -> RefillGuard {
         RefillGuard::new(
             configured,

@@ -9,7 +9,7 @@
 //! entries it is asked for into weight at the cache's average entry weight
 //! (`weight / len`, rounded up), lowers the capacity by that much below the
 //! current weight, and lets the cache evict by its own policy. The lowered
-//! capacity stays (the refill guard's sticky cap, [`RefillGuard`](crate::RefillGuard))
+//! capacity stays (the refill guard's sticky cap, [`RefillGuard`])
 //! and grows back on access through the adapter once the pressure has
 //! passed.
 //!
