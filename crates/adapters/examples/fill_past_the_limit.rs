@@ -11,13 +11,15 @@
 //!
 //! Arguments: the cache (`lru` or `quick_cache`), the MiB to insert, and
 //! optionally `--no-reclaimer`. Prints one line of figures and exits 0.
+//! `FILL_PAUSE_US=n` pauses n µs after every MiB inserted; `FILL_EAGER=1`
+//! turns the refill guard's sticky cap off.
 
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
 use shrinker::reclaim::Reclaimer;
 use shrinker::ShrinkerRegistry;
-use shrinker_adapters::Options;
+use shrinker_adapters::{Options, RefillPolicy};
 
 /// Bytes per value: 64 KiB, every page written.
 const VALUE: usize = 64 << 10;
@@ -57,8 +59,18 @@ fn main() -> ExitCode {
     } else {
         None
     };
+    // `FILL_EAGER=1`: no sticky cap (the capacity comes back at the next
+    // access), to see what the refill guard saves.
+    let eager = std::env::var_os("FILL_EAGER").is_some_and(|v| v == "1");
     let options = |name: &str| {
-        let o = Options::new(name);
+        let mut o = Options::new(name);
+        if eager {
+            o = o.refill(RefillPolicy {
+                cool_down: std::time::Duration::ZERO,
+                step_interval: std::time::Duration::ZERO,
+                steps: 1,
+            });
+        }
         match &reclaimer {
             Some(r) => o.reclaimer(r),
             None => o,
