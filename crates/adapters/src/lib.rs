@@ -42,7 +42,6 @@
 //! gains the future cache's adapter (`moka::future`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
-#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
 mod guard;
