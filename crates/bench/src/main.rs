@@ -27,6 +27,7 @@ mod cgroup;
 mod cli;
 mod harness;
 mod readme;
+mod reclaim_adapters;
 mod reclaim_child;
 mod scenarios;
 

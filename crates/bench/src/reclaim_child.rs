@@ -112,13 +112,16 @@ pub struct Params {
     pub obj: usize,
     /// The idle stretch after the fill, in milliseconds.
     pub idle_ms: u64,
+    /// The cache filled: `lrucache` (ours, the default), or through
+    /// `shrinker-adapters`: `lru`, `quick_cache` (see `reclaim_adapters.rs`).
+    pub cache: String,
 }
 
 impl Params {
     /// The argument text of `--reclaim-child`.
     pub fn to_arg(&self) -> String {
         format!(
-            "variant={},cgroup={},usage_file={},limit={},fill_mib_s={},total={},obj={},idle_ms={}",
+            "variant={},cgroup={},usage_file={},limit={},fill_mib_s={},total={},obj={},idle_ms={},cache={}",
             self.variant.name(),
             self.cgroup.display(),
             self.usage_file,
@@ -126,7 +129,8 @@ impl Params {
             self.fill_mib_s,
             self.total,
             self.obj,
-            self.idle_ms
+            self.idle_ms,
+            self.cache
         )
     }
 
@@ -157,7 +161,11 @@ impl Params {
             total: num("total", get("total")?)?,
             obj: usize::try_from(num("obj", get("obj")?)?).map_err(|e| e.to_string())?,
             idle_ms: num("idle_ms", get("idle_ms")?)?,
+            cache: get("cache").unwrap_or_else(|_| "lrucache".to_owned()),
         };
+        if !["lrucache", "lru", "quick_cache"].contains(&p.cache.as_str()) {
+            return Err(format!("--reclaim-child: unknown cache {}", p.cache));
+        }
         if p.obj == 0 || p.fill_mib_s == 0 || p.limit == 0 {
             return Err("--reclaim-child: obj, fill_mib_s and limit must be positive".into());
         }
@@ -166,7 +174,7 @@ impl Params {
 }
 
 /// Prints one JSON line on stdout, at once (the OOM killer may end us any moment).
-fn emit(v: &serde_json::Value) {
+pub(crate) fn emit(v: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}").and_then(|()| out.flush());
 }
@@ -192,7 +200,7 @@ fn thread_cpu_ns(name: &str) -> Option<u64> {
 }
 
 /// A xorshift64 step: the working set's random picks.
-fn xorshift(s: &mut u64) -> u64 {
+pub(crate) fn xorshift(s: &mut u64) -> u64 {
     *s ^= *s << 13;
     *s ^= *s >> 7;
     *s ^= *s << 17;
@@ -200,7 +208,7 @@ fn xorshift(s: &mut u64) -> u64 {
 }
 
 /// The working set: the last this-many keys.
-const WORKING_SET: u64 = 256;
+pub(crate) const WORKING_SET: u64 = 256;
 
 /// Runs the child (see the module documentation) and returns its exit code.
 pub fn main(arg: &str) -> std::process::ExitCode {
@@ -214,6 +222,9 @@ pub fn main(arg: &str) -> std::process::ExitCode {
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() || line.trim() != "go" {
         return std::process::ExitCode::from(3); // the parent went away
+    }
+    if p.cache != "lrucache" {
+        return crate::reclaim_adapters::main(&p);
     }
     let usage = match File::open(p.cgroup.join(&p.usage_file)) {
         Ok(f) => f,

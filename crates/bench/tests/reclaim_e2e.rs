@@ -38,7 +38,7 @@ const TIME_LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs the child workload with `variant` in a fresh cgroup; `None` if no cgroup can be made
 /// (the reason printed as `SKIPPED:`).
-fn run(variant: &str) -> Option<(cgroup::RunOutcome, Option<Value>)> {
+fn run(variant: &str, cache: &str) -> Option<(cgroup::RunOutcome, Option<Value>)> {
     let cg = match MemCgroup::create("shrinker-reclaim-e2e", LIMIT) {
         Ok(cg) => cg,
         Err(why) => {
@@ -48,7 +48,7 @@ fn run(variant: &str) -> Option<(cgroup::RunOutcome, Option<Value>)> {
     };
     let usage_file = cg.usage_file();
     let params = format!(
-        "variant={variant},cgroup={},usage_file={},limit={LIMIT},fill_mib_s=256,total={},obj=65536,idle_ms=300",
+        "variant={variant},cgroup={},usage_file={},limit={LIMIT},fill_mib_s=256,total={},obj=65536,idle_ms=300,cache={cache}",
         cg.dir().display(),
         usage_file.file_name().unwrap().to_string_lossy(),
         4 * LIMIT,
@@ -57,7 +57,7 @@ fn run(variant: &str) -> Option<(cgroup::RunOutcome, Option<Value>)> {
     cmd.arg("--reclaim-child").arg(&params);
     let out = cgroup::run_in(&cg, &mut cmd, TIME_LIMIT).expect("running the child");
     eprintln!(
-        "{variant}: {:?} after {:.2} s in {:?} cgroup; oom_kills {:?}, limit hits {:?}, peak {:?} of {LIMIT}",
+        "{variant} ({cache}): {:?} after {:.2} s in {:?} cgroup; oom_kills {:?}, limit hits {:?}, peak {:?} of {LIMIT}",
         out.status,
         out.wall.as_secs_f64(),
         cg.version(),
@@ -82,7 +82,7 @@ fn run(variant: &str) -> Option<(cgroup::RunOutcome, Option<Value>)> {
 #[cfg_attr(miri, ignore)] // cgroups, processes
 fn with_the_reclaimer_the_child_survives_its_limit_and_without_it_is_oom_killed() {
     // With the reclaimer.
-    let Some((out, result)) = run("shrinker") else {
+    let Some((out, result)) = run("shrinker", "lrucache") else {
         return;
     };
     assert!(
@@ -110,7 +110,7 @@ fn with_the_reclaimer_the_child_survives_its_limit_and_without_it_is_oom_killed(
     );
 
     // The control: the same workload without it.
-    let Some((out, _)) = run("none") else {
+    let Some((out, _)) = run("none", "lrucache") else {
         return;
     };
     assert!(
@@ -123,4 +123,44 @@ fn with_the_reclaimer_the_child_survives_its_limit_and_without_it_is_oom_killed(
         "the kill was the OOM killer's: oom_kills {:?}",
         out.oom_kills
     );
+}
+
+/// The same proof with the caches people already use, made shrinkable by
+/// `shrinker-adapters` (issue "Adapters"): an `lru::LruCache` and a `quick_cache` cache filled
+/// the same way survive with the reclaimer, keep part of what fits, and are OOM-killed
+/// without it.
+#[test]
+#[cfg_attr(miri, ignore)] // cgroups, processes
+fn adapted_lru_and_quick_cache_survive_with_the_reclaimer_and_not_without() {
+    for cache in ["lru", "quick_cache"] {
+        let Some((out, result)) = run("shrinker", cache) else {
+            return;
+        };
+        assert!(
+            out.status.success(),
+            "{cache} with the reclaimer must exit 0: {:?}, oom_kills {:?}",
+            out.status,
+            out.oom_kills
+        );
+        assert_eq!(
+            out.oom_kills,
+            Some(0),
+            "{cache}: no OOM kill with the reclaimer"
+        );
+        let result = result.expect("a result line");
+        let cache_bytes = result["cache_bytes"].as_f64().expect("cache_bytes");
+        assert!(
+            cache_bytes >= LIMIT as f64 * 0.85 * 0.25,
+            "{cache}: the cache keeps part of what fits, not emptied: {cache_bytes} B"
+        );
+        let Some((out, _)) = run("none", cache) else {
+            return;
+        };
+        assert!(
+            out.sigkilled() && out.oom_kills.is_some_and(|n| n >= 1),
+            "{cache} without a reclaimer must be OOM-killed: {:?}, oom_kills {:?}",
+            out.status,
+            out.oom_kills
+        );
+    }
 }

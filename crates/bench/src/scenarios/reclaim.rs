@@ -90,6 +90,7 @@ fn one_run(
         total,
         obj: OBJ,
         idle_ms: 1000,
+        cache: "lrucache".to_owned(),
     };
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let mut cmd = Command::new(exe);
