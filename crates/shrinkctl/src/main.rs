@@ -14,6 +14,30 @@ use shrinkctl::client::{self, Client};
 use shrinkctl::demo::{self, DemoOptions};
 use shrinkctl::render::{self, Snapshot, SortBy};
 
+/// Print to stdout. A closed pipe (`shrinkctl metrics | head`) ends the
+/// program quietly with status 0, as a reader that stopped early expects,
+/// instead of the panic of `print!`.
+macro_rules! out {
+    ($($t:tt)*) => { write_stdout(format_args!($($t)*), false) };
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($t:tt)*) => { write_stdout(format_args!($($t)*), true) };
+}
+
+fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let r = o
+        .write_fmt(args)
+        .and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| o.flush());
+    if r.is_err() {
+        std::process::exit(0);
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "shrinkctl",
@@ -137,7 +161,7 @@ fn connect(cli: &Cli) -> Result<Client, String> {
 }
 
 fn print_json(v: &Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
@@ -179,17 +203,17 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         Cmd::List { json } => {
             let list = c.cmd("list").map_err(err)?;
             if *json {
-                println!("{list}");
+                outln!("{list}");
             } else {
-                print!("{}", render::list_table(&list));
+                out!("{}", render::list_table(&list));
             }
         }
         Cmd::Count { id, json } => {
             let r = c.request(&json!({"cmd": "count", "id": id})).map_err(err)?;
             if *json {
-                println!("{r}");
+                outln!("{r}");
             } else {
-                print!("{}", r.get("text").and_then(Value::as_str).unwrap_or(""));
+                out!("{}", r.get("text").and_then(Value::as_str).unwrap_or(""));
             }
         }
         Cmd::Scan { id, group, node, n } => {
@@ -198,8 +222,8 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                 .request(&json!({"cmd": "scan", "id": id, "input": input}))
                 .map_err(err)?;
             match r.get("freed").and_then(Value::as_u64) {
-                Some(f) => println!("freed {f}"),
-                None => println!("stop (the shrinker could make no progress)"),
+                Some(f) => outln!("freed {f}"),
+                None => outln!("stop (the shrinker could make no progress)"),
             }
         }
         Cmd::Stats { json } => {
@@ -207,7 +231,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             if *json {
                 print_json(&r);
             } else {
-                print!("{}", render::stats_text(&r));
+                out!("{}", render::stats_text(&r));
             }
         }
         Cmd::Pressure { json } => {
@@ -215,7 +239,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             if *json {
                 print_json(&r);
             } else {
-                print!("{}", render::pressure_text(&r));
+                out!("{}", render::pressure_text(&r));
             }
         }
         Cmd::Reclaim { bytes } => {
@@ -225,7 +249,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                 .map_err(err)?;
             let freed = r.get("bytes").and_then(Value::as_u64).unwrap_or(0);
             let objects = r.get("objects").and_then(Value::as_u64).unwrap_or(0);
-            println!(
+            outln!(
                 "freed {} ({objects} objects) of {} asked",
                 shrinkctl::human_bytes(freed),
                 shrinkctl::human_bytes(b)
@@ -233,7 +257,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         }
         Cmd::Metrics => {
             let r = c.cmd("metrics").map_err(err)?;
-            print!("{}", r.get("text").and_then(Value::as_str).unwrap_or(""));
+            out!("{}", r.get("text").and_then(Value::as_str).unwrap_or(""));
         }
         Cmd::Top {
             sort,

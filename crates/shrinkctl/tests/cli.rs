@@ -354,3 +354,28 @@ fn the_demo_says_so_and_uses_an_rss_target_without_a_cgroup() {
     );
     assert!(text.contains("stopped at the RSS target"), "{text}");
 }
+
+/// `shrinkctl metrics | head -1`: the reader closes the pipe early. `print!`
+/// panicked on the closed pipe; the output now ends quietly, with status 0.
+#[test]
+fn output_into_a_pipe_closed_early_ends_quietly() {
+    use std::process::Stdio;
+    let dir = TempDir::new("pipe", 0o700);
+    let host = host_at(&dir);
+    let sock = host.path().to_str().unwrap().to_owned();
+    for _ in 0..3 {
+        let mut child = shrinkctl()
+            .args(["--socket", &sock, "metrics"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end at once: the child is still connecting to the
+        // socket, so its first write meets a closed pipe (EPIPE).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    }
+}

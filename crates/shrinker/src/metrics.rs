@@ -49,6 +49,7 @@
 //! | `shrinker_reclaim_exhausted_rounds_total` | | Critical rounds that found nothing to shrink |
 //! | `shrinker_reclaim_source_failovers_total` | | dead pressure sources replaced |
 //! | `shrinker_rcu_grace_periods_total` | | grace periods completed |
+//! | `shrinker_rcu_callbacks_queued_total` | | RCU callbacks queued (invoked + pending: exact when none is in flight) |
 //! | `shrinker_rcu_callbacks_invoked_total` | | RCU callbacks invoked |
 //! | `shrinker_rcu_callback_panics_total` | | RCU callbacks that panicked |
 //! | `shrinker_rcu_backlog_overloads_total` | | callback backlog overload episodes |
@@ -143,6 +144,7 @@ metrics_table! {
     EXHAUSTED = "shrinker_reclaim_exhausted_rounds_total", Counter, "Critical rounds that found nothing to shrink";
     FAILOVERS = "shrinker_reclaim_source_failovers_total", Counter, "dead pressure sources replaced";
     GP = "shrinker_rcu_grace_periods_total", Counter, "RCU grace periods completed";
+    QUEUED = "shrinker_rcu_callbacks_queued_total", Counter, "RCU callbacks queued";
     INVOKED = "shrinker_rcu_callbacks_invoked_total", Counter, "RCU callbacks invoked";
     CB_PANICS = "shrinker_rcu_callback_panics_total", Counter, "RCU callbacks that panicked";
     OVERLOADS = "shrinker_rcu_backlog_overloads_total", Counter, "RCU callback backlog overload episodes";
@@ -214,6 +216,13 @@ pub fn collect(registry: &ShrinkerRegistry, reclaimer: Option<&ReclaimerStats>) 
     }
     let rcu = shrinker_rcu::stats();
     push(&GP, Vec::new(), rcu.grace_periods as f64);
+    // Every queued callback is pending until invoked (`pending` counts the
+    // ones in flight too), so the sum counts every callback ever queued.
+    push(
+        &QUEUED,
+        Vec::new(),
+        rcu.callbacks_invoked.saturating_add(rcu.pending as u64) as f64,
+    );
     push(&INVOKED, Vec::new(), rcu.callbacks_invoked as f64);
     push(&CB_PANICS, Vec::new(), rcu.callback_panics as f64);
     push(&OVERLOADS, Vec::new(), rcu.backlog_overloads as f64);
