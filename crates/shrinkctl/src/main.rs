@@ -59,6 +59,7 @@ struct Cli {
 enum Sort {
     Objects,
     Freed,
+    Bytes,
 }
 
 #[derive(Subcommand, Debug)]
@@ -267,6 +268,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             let sort = match sort {
                 Sort::Objects => SortBy::Objects,
                 Sort::Freed => SortBy::Freed,
+                Sort::Bytes => SortBy::Bytes,
             };
             let tty = std::io::stdout().is_terminal();
             let colour = colour_ok();

@@ -139,6 +139,8 @@ pub enum SortBy {
     Objects,
     /// Most objects freed per second first.
     Freed,
+    /// Most bytes held first (shrinkers that know no size last).
+    Bytes,
 }
 
 /// One sample of a process for `top`: the replies of `list`, `pressure` and
@@ -242,23 +244,29 @@ pub fn top_screen(
     match sort {
         SortBy::Objects => list.sort_by_key(|r| std::cmp::Reverse(u(r.0, "objects"))),
         SortBy::Freed => list.sort_by(|a, b| b.1.total_cmp(&a.1)),
+        SortBy::Bytes => {
+            list.sort_by_key(|r| std::cmp::Reverse(r.0.get("bytes").and_then(Value::as_u64)))
+        }
     }
     let total: u64 = list.iter().map(|(row, _)| u(row, "objects")).sum();
     let _ = writeln!(out, "shrinkers: {}, objects: {total}", list.len());
     out.push('\n');
     let _ = writeln!(
         out,
-        "{:>4} {:<24} {:>12} {:>10} {:>12} {:>10}",
-        "ID", "NAME", "OBJECTS", "FREED/S", "FREED", "DEFERRED"
+        "{:>4} {:<24} {:>12} {:>10} {:>10} {:>12} {:>10}",
+        "ID", "NAME", "OBJECTS", "BYTES", "FREED/S", "FREED", "DEFERRED"
     );
     for (row, rate) in list.iter().take(rows) {
         let name: String = s(row, "name").chars().take(24).collect();
         let _ = writeln!(
             out,
-            "{:>4} {:<24} {:>12} {:>10.0} {:>12} {:>10}",
+            "{:>4} {:<24} {:>12} {:>10} {:>10.0} {:>12} {:>10}",
             u(row, "id"),
             name,
             u(row, "objects"),
+            row.get("bytes")
+                .and_then(Value::as_u64)
+                .map_or("-".to_owned(), human_bytes),
             rate,
             u(row, "freed"),
             u(row, "deferred"),
@@ -361,6 +369,27 @@ mod tests {
         let one = top_line(Some(&a), &b, Duration::from_secs(2), Duration::from_secs(7));
         assert_eq!(one.lines().count(), 1);
         assert!(one.starts_with("t=7s level=moderate source=cgroup1 usage=60.0MiB limit=64.0MiB shrinkers=2 objects=70 freed/s=100"), "{one}");
+    }
+
+    #[test]
+    fn top_sorts_by_bytes_held_unknown_sizes_last() {
+        let mut s = snap(0, 10);
+        s.list = json!([
+            {"id": 0, "name": "unsized", "objects": 900},
+            {"id": 1, "name": "small", "objects": 5, "bytes": 4096},
+            {"id": 2, "name": "big", "objects": 3, "bytes": 3u64 << 20},
+        ]);
+        let screen = top_screen(None, &s, Duration::from_secs(1), SortBy::Bytes, 10, false);
+        let at = |name: &str| screen.lines().position(|l| l.contains(name)).unwrap();
+        assert!(
+            at("big") < at("small") && at("small") < at("unsized"),
+            "{screen}"
+        );
+        assert!(screen.contains("BYTES"), "{screen}");
+        assert!(
+            screen.lines().nth(at("big")).unwrap().contains("3.0 MiB"),
+            "{screen}"
+        );
     }
 
     #[test]

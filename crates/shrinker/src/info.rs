@@ -92,6 +92,10 @@ pub struct ShrinkerInfo {
     pub batch: usize,
     /// `false` while it is being unregistered (no longer callable).
     pub live: bool,
+    /// The declared bytes per object
+    /// ([`ShrinkerBuilder::object_bytes`](crate::ShrinkerBuilder::object_bytes)),
+    /// if any.
+    pub object_bytes: Option<usize>,
     /// Statistics.
     pub stats: ShrinkerStats,
 }

@@ -254,6 +254,15 @@ pub trait Shrink: Send + Sync + 'static {
 
     /// Free up to `sc.nr_to_scan()` objects (`scan_objects`).
     fn scan(&self, sc: &mut ShrinkControl) -> Scan;
+
+    /// The bytes this shrinker's objects hold now, if it knows (default:
+    /// `None`). For introspection only (`shrinkctl top --sort bytes`, the
+    /// control socket's `list`): reclaim never calls it. A shrinker that
+    /// declared [`ShrinkerBuilder::object_bytes`](crate::ShrinkerBuilder::object_bytes)
+    /// need not implement it: its count times that size is used.
+    fn held_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// `Shrink` through an owning pointer: both callbacks forward to the
@@ -269,6 +278,10 @@ macro_rules! forward_shrink {
             #[inline]
             fn scan(&self, sc: &mut ShrinkControl) -> Scan {
                 (**self).scan(sc)
+            }
+
+            fn held_bytes(&self) -> Option<u64> {
+                (**self).held_bytes()
             }
         }
     )*};

@@ -137,8 +137,12 @@ impl Handler {
     }
 
     fn per_node(&self, id: ShrinkerId) -> Result<Vec<u64>, String> {
+        self.per_node_in(id, GroupId::ROOT)
+    }
+
+    fn per_node_in(&self, id: ShrinkerId, group: GroupId) -> Result<Vec<u64>, String> {
         (0..self.registry.nr_nodes())
-            .map(|node| match self.registry.count(id, node) {
+            .map(|node| match self.registry.count_in(id, group, node) {
                 Ok(Count::Objects(n)) => Ok(n as u64),
                 Ok(Count::Empty) => Ok(0),
                 Err(e) => Err(e.to_string()),
@@ -159,6 +163,7 @@ impl Handler {
                     "name": s.name,
                     "objects": nodes.iter().sum::<u64>(),
                     "objects_per_node": nodes,
+                    "bytes": self.registry.held_bytes(s.id).ok().flatten(),
                     "live": s.live,
                     "numa_aware": s.flags.numa_aware,
                     "group_aware": s.flags.group_aware,
@@ -187,17 +192,40 @@ impl Handler {
     fn count(&self, req: &Map<String, Value>) -> Reply {
         let id = Self::id_arg(req)?;
         let nodes = self.per_node(id)?;
-        let mut text = String::from("0");
-        for n in &nodes {
-            text.push(' ');
-            text.push_str(&n.to_string());
+        // debugfs `count`: one line per memory group with objects, the group
+        // first; the root's line always.
+        let mut text = String::new();
+        let mut line = |group: GroupId, nodes: &[u64]| {
+            text.push_str(&group.index().to_string());
+            for n in nodes {
+                text.push(' ');
+                text.push_str(&n.to_string());
+            }
+            text.push('\n');
+        };
+        line(GroupId::ROOT, &nodes);
+        let group_aware = self
+            .registry
+            .shrinkers()
+            .iter()
+            .any(|s| s.id == id && s.flags.group_aware);
+        if group_aware {
+            for g in self.registry.groups_under(GroupId::ROOT) {
+                if g == GroupId::ROOT {
+                    continue;
+                }
+                // A group removed meanwhile counts nothing.
+                let per = self.per_node_in(id, g).unwrap_or_default();
+                if per.iter().any(|&n| n > 0) {
+                    line(g, &per);
+                }
+            }
         }
-        text.push('\n');
         Ok(json!({"id": id.index(), "text": text, "objects_per_node": nodes}))
     }
 
     /// Parse debugfs `scan` input: `<group> <node> <n>`.
-    fn parse_scan(&self, input: &str) -> Result<(usize, usize), String> {
+    fn parse_scan(&self, input: &str) -> Result<(GroupId, usize, usize), String> {
         let fields: Vec<&str> = input.split_ascii_whitespace().collect();
         let [group, node, n] = fields[..] else {
             return Err("scan input must be \"<group> <node> <n>\"".to_owned());
@@ -207,11 +235,9 @@ impl Handler {
                 .map_err(|_| format!("scan: {what} must be a non-negative integer"))
         };
         let group = num(group, "group")?;
-        if group != u64::from(GroupId::ROOT.index()) {
-            return Err(format!(
-                "scan: group {group}: a by-hand scan reaches the root group (0) only"
-            ));
-        }
+        let group = u32::try_from(group)
+            .map(GroupId::from_index)
+            .map_err(|_| format!("scan: no memory group {group}"))?;
         let node = usize::try_from(num(node, "node")?).unwrap_or(usize::MAX);
         let n = num(n, "n")?;
         if n == 0 || n > self.limits.max_scan as u64 {
@@ -220,7 +246,7 @@ impl Handler {
                 self.limits.max_scan
             ));
         }
-        Ok((node, n as usize))
+        Ok((group, node, n as usize))
     }
 
     fn scan(&self, req: &Map<String, Value>) -> Reply {
@@ -229,16 +255,16 @@ impl Handler {
             .get("input")
             .and_then(Value::as_str)
             .ok_or_else(|| "missing \"input\" (\"<group> <node> <n>\")".to_owned())?;
-        let (node, n) = self.parse_scan(input)?;
+        let (group, node, n) = self.parse_scan(input)?;
         if !lock(&self.scans).take() {
             return Err(format!(
                 "rate limited: at most {} scan requests per second",
                 self.limits.scans_per_sec
             ));
         }
-        let span = tracing::info_span!(target: "shrinker::control", "control_scan", id = id.index(), node, n);
+        let span = tracing::info_span!(target: "shrinker::control", "control_scan", id = id.index(), group = group.index(), node, n);
         let _entered = span.enter();
-        match self.registry.scan(id, node, n) {
+        match self.registry.scan_in(id, group, node, n) {
             Ok(Scan::Freed(f)) => Ok(json!({"freed": f})),
             Ok(Scan::Stop) => Ok(json!({"stop": true})),
             Err(e) => Err(e.to_string()),
@@ -422,6 +448,46 @@ mod tests {
         let r = reply(&h, r#"{"cmd":"list"}"#);
         assert_eq!(r["result"][0]["objects"], 20);
         assert_eq!(r["result"][0]["name"], "ten");
+    }
+
+    /// Counts what each group is asked for: 10 objects in the root, 4 in
+    /// any other group.
+    #[derive(Default)]
+    struct PerGroup(std::sync::Mutex<Vec<GroupId>>);
+    impl Shrink for PerGroup {
+        fn count(&self, sc: &ShrinkControl) -> Count {
+            Count::Objects(if sc.group() == GroupId::ROOT { 10 } else { 4 })
+        }
+        fn scan(&self, sc: &mut ShrinkControl) -> Scan {
+            self.0.lock().unwrap().push(sc.group());
+            Scan::Freed(sc.nr_to_scan())
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // serde_json + RCU worker: slow and syscalls
+    fn count_lists_every_group_with_objects_and_scan_reaches_a_group() {
+        let reg = ShrinkerRegistry::builder().nodes(1).build().unwrap();
+        let g = reg.create_group(GroupId::ROOT).unwrap();
+        let s = ShrinkerBuilder::new("per-group")
+            .group_aware(true)
+            .object_bytes(8)
+            .build_in(&reg, PerGroup::default())
+            .unwrap()
+            .register();
+        let h = Handler::new(reg.clone(), None, None, ControlLimits::default());
+        let id = s.id().index();
+        let r = reply(&h, &format!(r#"{{"cmd":"count","id":{id}}}"#));
+        assert_eq!(r["result"]["text"], format!("0 10\n{} 4\n", g.index()));
+        let input = format!("{} 0 3", g.index());
+        let r = reply(
+            &h,
+            &format!(r#"{{"cmd":"scan","id":{id},"input":"{input}"}}"#),
+        );
+        assert_eq!(r["result"]["freed"], 3, "{r}");
+        assert_eq!(*s.0.lock().unwrap(), vec![g]);
+        let r = reply(&h, r#"{"cmd":"list"}"#);
+        assert_eq!(r["result"][0]["bytes"], 80, "{r}");
     }
 
     #[test]

@@ -388,7 +388,95 @@ impl ShrinkerRegistry {
     /// [`shrink`](Self::shrink).
     pub fn count(&self, id: ShrinkerId, node: usize) -> Result<Count, ShrinkError> {
         self.validate_node(node)?;
-        walk::with_pinned(&self.inner.ids, id, |n| n.count_pinned(node))
+        walk::with_pinned(&self.inner.ids, id, |n| n.count_pinned(GroupId::ROOT, node))
+    }
+
+    /// [`count`](Self::count) for memory group `group` (debugfs `count`'s
+    /// per-memcg lines): the shrinker is told the group, as group reclaim
+    /// tells it.
+    ///
+    /// # Errors
+    ///
+    /// As [`count`](Self::count); [`ShrinkError::NoSuchGroup`] if `group`
+    /// does not exist, or is not the root and the shrinker is not
+    /// group-aware.
+    ///
+    /// # Blocking
+    ///
+    /// Runs the shrinker's `count`, which may block.
+    ///
+    /// # Panics
+    ///
+    /// Inside an RCU read-side section, as [`shrink`](Self::shrink).
+    pub fn count_in(
+        &self,
+        id: ShrinkerId,
+        group: GroupId,
+        node: usize,
+    ) -> Result<Count, ShrinkError> {
+        self.validate_node(node)?;
+        self.validate_group_call(group)?;
+        walk::with_pinned(&self.inner.ids, id, |n| {
+            (group == GroupId::ROOT || n.flags.group_aware).then(|| n.count_pinned(group, node))
+        })?
+        .ok_or(ShrinkError::NoSuchGroup { group })
+    }
+
+    /// [`scan`](Self::scan) for memory group `group` (debugfs `scan`'s
+    /// `<memcg> <node> <nr>`).
+    ///
+    /// # Errors
+    ///
+    /// As [`count_in`](Self::count_in).
+    ///
+    /// # Blocking
+    ///
+    /// Runs the shrinker's `scan`, which may block.
+    ///
+    /// # Panics
+    ///
+    /// Inside an RCU read-side section, as [`shrink`](Self::shrink).
+    pub fn scan_in(
+        &self,
+        id: ShrinkerId,
+        group: GroupId,
+        node: usize,
+        nr: usize,
+    ) -> Result<Scan, ShrinkError> {
+        self.validate_node(node)?;
+        self.validate_group_call(group)?;
+        walk::with_pinned(&self.inner.ids, id, |n| {
+            (group == GroupId::ROOT || n.flags.group_aware).then(|| n.scan_pinned(group, node, nr))
+        })?
+        .ok_or(ShrinkError::NoSuchGroup { group })
+    }
+
+    /// The bytes a shrinker's objects hold, where known
+    /// ([`Shrink::held_bytes`](crate::Shrink::held_bytes), else its objects
+    /// times [`ShrinkerBuilder::object_bytes`](crate::ShrinkerBuilder::object_bytes)):
+    /// introspection for tools such as `shrinkctl top`.
+    ///
+    /// # Errors
+    ///
+    /// [`ShrinkError::NoSuchShrinker`].
+    ///
+    /// # Blocking
+    ///
+    /// Calls the shrinker's `held_bytes` (or `count`), which may block.
+    ///
+    /// # Panics
+    ///
+    /// Inside an RCU read-side section, as [`shrink`](Self::shrink).
+    pub fn held_bytes(&self, id: ShrinkerId) -> Result<Option<u64>, ShrinkError> {
+        let nodes = self.nr_nodes();
+        walk::with_pinned(&self.inner.ids, id, |n| n.held_bytes_pinned(nodes))
+    }
+
+    fn validate_group_call(&self, group: GroupId) -> Result<(), ShrinkError> {
+        if group != GroupId::ROOT && self.group_parent(group).is_err() {
+            return Err(ShrinkError::NoSuchGroup { group });
+        }
+        Ok(())
     }
 
     /// Call one shrinker's `scan` by hand with `nr_to_scan = nr` (debugfs
@@ -407,7 +495,9 @@ impl ShrinkerRegistry {
     /// Inside an RCU read-side section, as [`shrink`](Self::shrink).
     pub fn scan(&self, id: ShrinkerId, node: usize, nr: usize) -> Result<Scan, ShrinkError> {
         self.validate_node(node)?;
-        walk::with_pinned(&self.inner.ids, id, |n| n.scan_pinned(node, nr))
+        walk::with_pinned(&self.inner.ids, id, |n| {
+            n.scan_pinned(GroupId::ROOT, node, nr)
+        })
     }
 
     /// Every shrinker on the list, in registration order, with flags and
@@ -432,6 +522,7 @@ impl ShrinkerRegistry {
                 seeks: n.seeks,
                 batch: n.batch,
                 live: n.refs.read() > 0,
+                object_bytes: n.object_bytes(),
                 stats: n.stats_snapshot(),
             });
             p = n.next.load(Ordering::Relaxed);

@@ -338,15 +338,15 @@ impl ShrinkerObject {
     }
 
     /// One `count` by hand (debugfs `count`). The caller holds a pin.
-    pub(crate) fn count_pinned(&self, node: usize) -> Count {
-        let sc = ShrinkControl::new(self.effective_node(node), GroupId::ROOT);
+    pub(crate) fn count_pinned(&self, group: GroupId, node: usize) -> Count {
+        let sc = ShrinkControl::new(self.effective_node(node), group);
         frames::with_frame(self, || Caller { node: self }.count(&sc))
     }
 
     /// One `scan` of `nr` objects by hand (debugfs `scan`). The caller holds
     /// a pin.
-    pub(crate) fn scan_pinned(&self, node: usize, nr: usize) -> Scan {
-        let mut sc = ShrinkControl::new(self.effective_node(node), GroupId::ROOT);
+    pub(crate) fn scan_pinned(&self, group: GroupId, node: usize, nr: usize) -> Scan {
+        let mut sc = ShrinkControl::new(self.effective_node(node), group);
         sc.prepare_scan(nr);
         let r = frames::with_frame(self, || Caller { node: self }.scan(&mut sc));
         // Relaxed: see `CallStats`.
@@ -357,6 +357,37 @@ impl ShrinkerObject {
             self.stats.freed.fetch_add(n as u64, Ordering::Relaxed);
         }
         r
+    }
+
+    /// The bytes the shrinker's objects hold, by hand (introspection): its
+    /// own figure ([`Shrink::held_bytes`]), else its objects on every node
+    /// times the declared size, else unknown. The caller holds a pin.
+    pub(crate) fn held_bytes_pinned(&self, nr_nodes: usize) -> Option<u64> {
+        let own = frames::with_frame(self, || {
+            let caller = Caller { node: self };
+            let shrink = caller.shrink();
+            catch_unwind(AssertUnwindSafe(|| shrink.held_bytes())).unwrap_or_else(|payload| {
+                self.report_panic("held_bytes", payload);
+                None
+            })
+        });
+        own.or_else(|| {
+            (self.object_bytes > 0).then(|| {
+                let nodes = if self.flags.numa_aware { nr_nodes } else { 1 };
+                (0..nodes)
+                    .map(|n| match self.count_pinned(GroupId::ROOT, n) {
+                        Count::Objects(k) => k as u64,
+                        Count::Empty => 0,
+                    })
+                    .fold(0u64, u64::saturating_add)
+                    .saturating_mul(self.object_bytes as u64)
+            })
+        })
+    }
+
+    /// The declared bytes per object (`ShrinkerBuilder::object_bytes`).
+    pub(crate) fn object_bytes(&self) -> Option<usize> {
+        (self.object_bytes > 0).then_some(self.object_bytes)
     }
 
     /// Count and report a callback's panic, then drop its payload, which

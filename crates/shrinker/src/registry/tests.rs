@@ -492,3 +492,79 @@ fn gate_reopens_a_grace_period_after_the_last_unregister() {
     assert!(reg.shrink(&hard(0)).unwrap() > 0);
     drop(b);
 }
+
+/// Records the group each call is told.
+#[derive(Default)]
+struct Told(StdMutex<Vec<GroupId>>);
+
+impl Shrink for Told {
+    fn count(&self, sc: &ShrinkControl) -> Count {
+        self.0.lock().unwrap().push(sc.group());
+        Count::Objects(7)
+    }
+    fn scan(&self, sc: &mut ShrinkControl) -> Scan {
+        self.0.lock().unwrap().push(sc.group());
+        Scan::Freed(sc.nr_to_scan())
+    }
+}
+
+#[test]
+fn by_hand_count_and_scan_in_a_group_tell_the_group_to_group_aware_shrinkers_only() {
+    let reg = registry(1);
+    let g = reg.create_group(GroupId::ROOT).unwrap();
+    let aware = ShrinkerBuilder::new("aware")
+        .group_aware(true)
+        .build_in(&reg, Told::default())
+        .unwrap()
+        .register();
+    let plain = ShrinkerBuilder::new("plain")
+        .build_in(&reg, Told::default())
+        .unwrap()
+        .register();
+    assert_eq!(reg.count_in(aware.id(), g, 0), Ok(Count::Objects(7)));
+    assert_eq!(reg.scan_in(aware.id(), g, 0, 3), Ok(Scan::Freed(3)));
+    assert_eq!(*aware.0.lock().unwrap(), vec![g, g]);
+    let no_group = Err(ShrinkError::NoSuchGroup { group: g });
+    assert_eq!(reg.count_in(plain.id(), g, 0), no_group);
+    assert_eq!(
+        reg.scan_in(plain.id(), g, 0, 3).map(|_| ()),
+        no_group.map(|_| ())
+    );
+    assert!(plain.0.lock().unwrap().is_empty(), "not called for a group");
+    let gone = GroupId::from_index(999);
+    assert_eq!(
+        reg.count_in(aware.id(), gone, 0),
+        Err(ShrinkError::NoSuchGroup { group: gone })
+    );
+    // The root works for both, as `count` and `scan` do.
+    assert_eq!(
+        reg.count_in(plain.id(), GroupId::ROOT, 0),
+        Ok(Count::Objects(7))
+    );
+}
+
+#[test]
+fn held_bytes_come_from_the_shrinker_or_its_declared_object_size() {
+    let reg = registry(1);
+    let sized = ShrinkerBuilder::new("sized")
+        .object_bytes(100)
+        .build_in(&reg, Told::default())
+        .unwrap()
+        .register();
+    let unknown = ShrinkerBuilder::new("unknown")
+        .build_in(&reg, Told::default())
+        .unwrap()
+        .register();
+    assert_eq!(reg.held_bytes(sized.id()), Ok(Some(700)));
+    assert_eq!(reg.held_bytes(unknown.id()), Ok(None));
+    let infos = reg.shrinkers();
+    assert_eq!(infos[0].object_bytes, Some(100));
+    assert_eq!(infos[1].object_bytes, None);
+    let cache = crate::LruCache::<u32, Vec<u8>>::builder("weighed")
+        .weigher(|_, v| v.len())
+        .build_in(&reg)
+        .unwrap();
+    cache.insert(GroupId::ROOT, 1, vec![0; 64]).unwrap();
+    cache.insert(GroupId::ROOT, 2, vec![0; 36]).unwrap();
+    assert_eq!(reg.held_bytes(cache.shrinker_id()), Ok(Some(100)));
+}

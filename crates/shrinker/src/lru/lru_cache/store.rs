@@ -411,4 +411,16 @@ where
         }
         Scan::Freed(freed)
     }
+
+    /// The entries' weights in bytes, where the weights are bytes (a
+    /// weigher, or `bytes_per_weight`): introspection only.
+    fn held_bytes(&self) -> Option<u64> {
+        let bpw = self.0.bytes_per_weight?;
+        let weight = self
+            .0
+            .shards
+            .iter()
+            .fold(0usize, |w, s| w.wrapping_add(read(&s.state).weight));
+        Some((weight as u64).saturating_mul(bpw as u64))
+    }
 }
