@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     );
     let per_mib = (1 << 20) / VALUE as u64;
     let breathe = |i: u64| {
-        if i % per_mib == 0 && !pause.is_zero() {
+        if i.is_multiple_of(per_mib) && !pause.is_zero() {
             std::thread::sleep(pause);
         }
     };
