@@ -10,14 +10,14 @@
 //! (`{"event":"result","cache":…,"cache_bytes":…,"capped":…}`) and exit 0.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
 use shrinker::reclaim::Reclaimer;
 use shrinker::ShrinkerRegistry;
 use shrinker_adapters::Options;
 
-use crate::reclaim_child::{emit, xorshift, Params, Variant, WORKING_SET};
+use crate::reclaim_child::{emit, paced_fill, Params, Variant};
 
 /// Weighs a quick_cache entry by its bytes.
 #[derive(Clone)]
@@ -112,27 +112,12 @@ pub fn main(p: &Params) -> std::process::ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&format!("cache: {e}")),
     };
-    let start = Instant::now();
-    let ns_per_obj = p.obj as f64 * 1e9 / (p.fill_mib_s as f64 * 1024.0 * 1024.0);
-    let (mut hits, mut misses) = (0u64, 0u64);
-    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
-    for k in 0..n {
-        let due = start + Duration::from_nanos((k as f64 * ns_per_obj) as u64);
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        // Every byte written (a non-zero fill is a memset): the pages are resident.
-        cache.insert(k, vec![(k as u8) | 1; p.obj].into());
-        for _ in 0..4 {
-            let back = xorshift(&mut rng) % WORKING_SET.min(k + 1);
-            if cache.hit(k - back) {
-                hits += 1;
-            } else {
-                misses += 1;
-            }
-        }
-    }
+    let (hits, misses) = paced_fill(
+        p,
+        Instant::now(),
+        |k, value| cache.insert(k, value.into()),
+        |k| cache.hit(k),
+    );
     let stats = reclaimer.as_ref().map(|r| {
         let st = r.stats();
         json!({"rounds": st.rounds, "bytes_freed": st.bytes_freed, "source": st.source})

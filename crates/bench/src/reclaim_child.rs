@@ -381,6 +381,30 @@ struct Run {
 
 /// Step 3: the paced fill with the working set; returns the working set's hits and misses.
 fn fill(p: &Params, cache: &LruCache<u64, Box<[u8]>>, start: Instant) -> (u64, u64) {
+    paced_fill(
+        p,
+        start,
+        |k, value| {
+            if cache
+                .insert(GroupId::ROOT, k, value.into_boxed_slice())
+                .is_err()
+            {
+                unreachable!("the root group exists and node 0 is valid");
+            }
+        },
+        |k| cache.get(&k).map(|v| std::hint::black_box(v[0])).is_some(),
+    )
+}
+
+/// The fill every cache gets: `total / obj` values of `obj` bytes, keys 0, 1, …, inserted at
+/// `fill_mib_s`; after each insert, 4 reads of random keys among the last [`WORKING_SET`]
+/// (`hit` says whether the cache still had it). Returns (hits, misses).
+pub(crate) fn paced_fill(
+    p: &Params,
+    start: Instant,
+    mut insert: impl FnMut(u64, Vec<u8>),
+    mut hit: impl FnMut(u64) -> bool,
+) -> (u64, u64) {
     let n = p.total / p.obj as u64;
     let ns_per_obj = p.obj as f64 * 1e9 / (p.fill_mib_s as f64 * 1024.0 * 1024.0);
     let (mut hits, mut misses) = (0u64, 0u64);
@@ -392,18 +416,13 @@ fn fill(p: &Params, cache: &LruCache<u64, Box<[u8]>>, start: Instant) -> (u64, u
             std::thread::sleep(due - now);
         }
         // Every byte written (a non-zero fill is a memset): the pages are resident.
-        let value: Box<[u8]> = vec![(k as u8) | 1; p.obj].into_boxed_slice();
-        if cache.insert(GroupId::ROOT, k, value).is_err() {
-            unreachable!("the root group exists and node 0 is valid");
-        }
+        insert(k, vec![(k as u8) | 1; p.obj]);
         for _ in 0..4 {
             let back = xorshift(&mut rng) % WORKING_SET.min(k + 1);
-            match cache.get(&(k - back)) {
-                Some(v) => {
-                    std::hint::black_box(v[0]);
-                    hits += 1;
-                }
-                None => misses += 1,
+            if hit(k - back) {
+                hits += 1;
+            } else {
+                misses += 1;
             }
         }
     }
