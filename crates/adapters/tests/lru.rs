@@ -130,14 +130,9 @@ fn concurrent_inserts_during_shrinks_lose_nothing_that_was_not_evicted() {
                 // batch after releasing the cache's lock, so an entry it
                 // took may not be dropped yet: it must be, soon.
                 let present = cache.lock().peek(&key).is_some();
-                let since = std::time::Instant::now();
-                while !present && drops[key].load(Ordering::Relaxed) == 0 {
-                    assert!(
-                        since.elapsed() < std::time::Duration::from_secs(10),
-                        "key {key}: neither in the cache nor dropped"
-                    );
-                    std::thread::yield_now();
-                }
+                common::present_or_counted_soon(key, present, || {
+                    drops[key].load(Ordering::Relaxed) != 0
+                });
             }
             evicted
         });

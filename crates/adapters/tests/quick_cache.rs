@@ -173,14 +173,9 @@ fn concurrent_inserts_during_shrinks_lose_nothing_that_was_not_evicted() {
                 let there = cache.peek(&key) == Some(key);
                 // An eviction may release the value just after the cache's
                 // lock: an entry gone must be counted evicted, soon.
-                let since = std::time::Instant::now();
-                while !there && evictions.0[key as usize].load(Ordering::Relaxed) == 0 {
-                    assert!(
-                        since.elapsed() < std::time::Duration::from_secs(10),
-                        "key {key}: neither in the cache nor evicted"
-                    );
-                    std::thread::yield_now();
-                }
+                common::present_or_counted_soon(key, there, || {
+                    evictions.0[key as usize].load(Ordering::Relaxed) != 0
+                });
             }
         });
     });

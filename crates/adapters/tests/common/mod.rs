@@ -58,3 +58,22 @@ pub fn at(priority: u8) -> ShrinkRequest {
 
 /// Priorities a test walks through, gentle to desperate.
 pub const PRIORITIES: [u8; 6] = [12, 10, 7, 4, 2, 0];
+
+/// During a concurrent shrink, an entry just inserted is either still in
+/// the cache (`present`) or was taken by the shrink, which counts it
+/// (`counted()`) when it drops or evicts it, possibly just after releasing
+/// the cache's lock: wait for that, up to 10 s, then fail naming `key`.
+pub fn present_or_counted_soon(
+    key: impl std::fmt::Debug,
+    present: bool,
+    counted: impl Fn() -> bool,
+) {
+    let since = std::time::Instant::now();
+    while !present && !counted() {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(10),
+            "key {key:?}: neither in the cache nor counted as evicted"
+        );
+        std::thread::yield_now();
+    }
+}
