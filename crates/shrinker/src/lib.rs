@@ -195,6 +195,33 @@ pub use registry::{RegistryBuilder, ShrinkerRegistry};
 pub use request::ShrinkRequest;
 pub use shrink::{Count, Scan, Shrink, ShrinkControl};
 
+/// Entry points for the loom model of the per-thread call counters
+/// (`tests/loom_call_counts.rs`); built only under `--cfg loom`.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_hooks {
+    /// A counter slot (`call_counts::alloc`).
+    pub fn calls_alloc() -> u32 {
+        crate::registry::call_counts::alloc()
+    }
+    /// Free a slot (`call_counts::release`).
+    pub fn calls_release(slot: u32) {
+        crate::registry::call_counts::release(slot)
+    }
+    /// Count one call (`call_counts::bump`).
+    pub fn calls_bump(slot: u32) {
+        crate::registry::call_counts::bump(slot)
+    }
+    /// Fold the calling thread's counters as its exit does.
+    pub fn calls_thread_exit() {
+        crate::registry::call_counts::exit_thread()
+    }
+    /// Read a slot's count (`call_counts::read`).
+    pub fn calls_read(slot: u32) -> u64 {
+        crate::registry::call_counts::read(slot)
+    }
+}
+
 /// The workspace README's snippets, compiled and run as doctests so that
 /// they cannot rot.
 #[cfg(doctest)]

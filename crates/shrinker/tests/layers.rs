@@ -34,6 +34,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "registry/object.rs",
             "registry/ids.rs",
+            "registry/call_counts.rs",
             "registry/pin.rs",
             "registry/walk.rs",
         ],

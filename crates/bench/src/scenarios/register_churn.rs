@@ -8,6 +8,15 @@
 //! | `srcu-style` | unlink, then wait for a grace period before the free (the reverted f95bdb700bc6: stress-ng ramfs −88.8 %) |
 //!
 //! 100 long-lived shrinkers stay registered so that every walk has work to do.
+//!
+//! # Threads
+//!
+//! One worker per CPU but one, plus the walker: every thread has a core. With more threads than
+//! cores the figure measured the scheduler, not the registries: when the walker was off-CPU the
+//! `rwlock-trylock` writers never waited for it, when it ran they did, so the same binary gave
+//! `rwlock-trylock` 0.35 M to 5.3 M rounds/s from run to run (2 workers + 1 walker on 2 cores),
+//! and the lockless/rwlock ratio swung between 0.08× and 2.35× across sessions. The notes give
+//! each variant's spread, (max − min) / median, so that a run can be judged by it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,13 +35,19 @@ pub const SCENARIO: Scenario = Scenario {
 const NAME: &str = "register-churn";
 const METRIC: &str = "ops_per_sec";
 const REFERENCE: &str = "rwlock-trylock";
-/// Worker threads (plus one walker: the machine has 2 cores).
-const WORKERS: usize = 2;
+/// Worker threads: one per CPU but one (at least one), so that the walker has a core of its own.
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(1)
+        .max(1)
+}
 /// Long-lived shrinkers the walker always visits.
 const BACKGROUND: usize = 100;
 
 /// Rounds (3 registers + 3 unregisters) per second over all workers.
 fn measure<D: Design>(duration: Duration) -> f64 {
+    let workers = workers();
     let d = D::new();
     let background: Vec<_> = (0..BACKGROUND).map(|_| d.register()).collect();
     let stop = AtomicBool::new(false);
@@ -46,7 +61,7 @@ fn measure<D: Design>(duration: Duration) -> f64 {
                 prio = if prio == 0 { 12 } else { prio - 1 };
             }
         });
-        for _ in 0..WORKERS {
+        for _ in 0..workers {
             s.spawn(|| {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -107,22 +122,38 @@ fn run(cfg: &Config, progress: &mut Progress) -> Report {
     let mut records: Vec<Record> = VARIANTS
         .iter()
         .zip(&samples)
-        .map(|(v, s)| Record::new(NAME, v.name, WORKERS, METRIC, s))
+        .map(|(v, s)| Record::new(NAME, v.name, workers(), METRIC, s))
         .collect();
     harness::add_ratio_to_variant(&mut records, REFERENCE);
+    let spread = records
+        .iter()
+        .map(|r| {
+            let s = &r.summary;
+            let pct = if s.median > 0.0 {
+                100.0 * (s.max - s.min) / s.median
+            } else {
+                0.0
+            };
+            format!("{} {pct:.0} %", r.variant)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     Report {
         scenario: NAME,
         title: "register 3 + unregister 3, in a loop, while 1 thread walks".to_string(),
         notes: vec![
             format!(
                 "ops_per_sec = rounds (3 registers then 3 unregisters) per second, summed over \
-                 {WORKERS} worker threads, while 1 more thread walks {BACKGROUND} long-lived \
-                 shrinkers at priorities 12..0. `threads` = workers. Median (min, max) of {} \
-                 runs of {} ms; variants interleaved.",
+                 {} worker thread(s) (one per CPU but one), while 1 more thread walks \
+                 {BACKGROUND} long-lived shrinkers at priorities 12..0: every thread has a core. \
+                 `threads` = workers. Median (min, max) of {} runs of {} ms; variants \
+                 interleaved.",
+                workers(),
                 cfg.reps,
                 duration.as_millis()
             ),
             format!("Ratios: median / median of `{REFERENCE}`."),
+            format!("Spread, (max - min) / median: {spread}."),
         ],
         records,
     }

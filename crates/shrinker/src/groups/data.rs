@@ -8,7 +8,7 @@ use shrinker_sync::Completion;
 
 use super::unit_map::{build_map, free_map, Unit, UnitMap, Word};
 use crate::error::GroupError;
-use crate::lifetime::{retire_after_grace_period, LiveRef, Urgency};
+use crate::lifetime::{retire_after_grace_period, LiveRef};
 use crate::sync::{AtomicPtr, Ordering};
 
 /// Proof of holding the groups mutex: it lives in the state that mutex
@@ -167,7 +167,7 @@ impl GroupData {
         // it are in read sections (walkers, and walks that pinned the group
         // inside one, re-load after re-entering), which the grace period
         // waits for. Freeing a map frees no unit.
-        unsafe { retire_after_grace_period(old, free_map, Urgency::Prompt) };
+        unsafe { retire_after_grace_period(old, free_map) };
     }
 
     /// Bytes owned by this group's data (not counting the table slot and

@@ -11,7 +11,7 @@ use super::unit_map::BITS_PER_UNIT;
 use super::Groups;
 use crate::error::GroupError;
 use crate::group_id::GroupId;
-use crate::lifetime::{frames, free_after_grace_period, Urgency};
+use crate::lifetime::{frames, free_after_grace_period};
 use crate::registry::ids::IdTable;
 use crate::registry::object::{drop_payload, panic_message};
 use crate::registry::pin::{self, Gate};
@@ -137,7 +137,7 @@ impl Groups {
         // SAFETY: leaked by `create_group`; unpublished, count zero for good,
         // out of the tree: ours. A `set_shrinker_bit` that found it before
         // step 2 is in a read section, which the grace period waits for.
-        unsafe { free_after_grace_period(data, Urgency::Prompt) };
+        unsafe { free_after_grace_period(data) };
         Ok(())
     }
 

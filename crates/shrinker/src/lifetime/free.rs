@@ -8,19 +8,6 @@ struct SendPtr<T>(*mut T);
 // uses the pointer.
 unsafe impl<T: Send> Send for SendPtr<T> {}
 
-/// How soon the grace period must end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Urgency {
-    /// `call_rcu`: the free rides the next grace period. For memory that
-    /// may be replaced again soon (tables, unit maps, a removed group).
-    Prompt,
-    /// `call_rcu_lazy`: nobody waits for this free, so it may ride with
-    /// other lazy callbacks instead of forcing a grace period of its own
-    /// (on a register-heavy load, prompt grace periods cost the churning
-    /// threads their membarrier IPIs). For unregistered shrinker objects.
-    Lazy,
-}
-
 /// Free `p`, a leaked `Box<T>` that readers may still be reading, after a
 /// grace period.
 ///
@@ -33,7 +20,7 @@ pub(crate) enum Urgency {
 ///
 /// `p` came from `Box::into_raw`, is unpublished, and is freed nowhere
 /// else; every reader that may still use it is in a read section.
-pub(crate) unsafe fn free_after_grace_period<T: Send + 'static>(p: *mut T, urgency: Urgency) {
+pub(crate) unsafe fn free_after_grace_period<T: Send + 'static>(p: *mut T) {
     /// # Safety
     ///
     /// As the caller's contract, once no reader remains.
@@ -42,7 +29,7 @@ pub(crate) unsafe fn free_after_grace_period<T: Send + 'static>(p: *mut T, urgen
         drop(unsafe { Box::from_raw(p) });
     }
     // SAFETY: `drop_box` frees exactly what the contract hands over.
-    unsafe { retire_after_grace_period(p, drop_box::<T>, urgency) }
+    unsafe { retire_after_grace_period(p, drop_box::<T>) }
 }
 
 /// Run `free(p)` after a grace period, for allocations that are not a
@@ -56,7 +43,6 @@ pub(crate) unsafe fn free_after_grace_period<T: Send + 'static>(p: *mut T, urgen
 pub(crate) unsafe fn retire_after_grace_period<T: Send + 'static>(
     p: *mut T,
     free: unsafe fn(*mut T),
-    urgency: Urgency,
 ) {
     let p = SendPtr(p);
     let cb = move || {
@@ -65,8 +51,5 @@ pub(crate) unsafe fn retire_after_grace_period<T: Send + 'static>(
         // (contract).
         unsafe { free(p.0) };
     };
-    match urgency {
-        Urgency::Prompt => shrinker_rcu::call_rcu(cb),
-        Urgency::Lazy => shrinker_rcu::call_rcu_lazy(cb),
-    }
+    shrinker_rcu::call_rcu(cb);
 }

@@ -5,10 +5,13 @@
 //!   group table, a `ListLru`'s per-group table).
 //! * [`free_after_grace_period`] / [`retire_after_grace_period`]: give an
 //!   unpublished allocation back once every reader that may still hold it
-//!   has left its read section, promptly or lazily ([`Urgency`]).
+//!   has left its read section.
 //! * [`LiveRef`]: a reference count with a dying mark whose last `put`
 //!   completes its owner's `Completion` (a shrinker object's pin, a group's
 //!   pin).
+//! * [`Recycler`]: a bounded cache of freed allocations of one type (the
+//!   shrinker object's `kmem_cache`), so that register/unregister churn
+//!   does not pay the allocator's cross-thread free and aligned allocation.
 //! * [`frames`]: the thread-local stack of "this thread is inside X"
 //!   frames, for the misuse checks that would otherwise wait for
 //!   themselves.
@@ -19,7 +22,9 @@ pub(crate) mod frames;
 mod free;
 mod live_ref;
 mod rcu_array;
+mod recycle;
 
-pub(crate) use free::{free_after_grace_period, retire_after_grace_period, Urgency};
+pub(crate) use free::{free_after_grace_period, retire_after_grace_period};
 pub(crate) use live_ref::LiveRef;
 pub(crate) use rcu_array::{ArrayWriter, RcuArray};
+pub(crate) use recycle::Recycler;

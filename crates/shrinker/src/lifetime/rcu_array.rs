@@ -14,7 +14,7 @@ use std::ptr;
 
 use shrinker_rcu::ReadGuard;
 
-use super::free::{free_after_grace_period, Urgency};
+use super::free::free_after_grace_period;
 use crate::sync::{AtomicPtr, Ordering};
 
 /// One published array. Its slots are type-erased, so that a retired one
@@ -177,7 +177,7 @@ impl<T> RcuArray<T> {
             // SAFETY: leaked by an earlier `grow`, now unpublished; readers
             // still holding it are in read sections, which the grace period
             // waits for. Freeing the slots frees nothing they point to.
-            unsafe { free_after_grace_period(old, Urgency::Prompt) };
+            unsafe { free_after_grace_period(old) };
         }
         Ok(())
     }

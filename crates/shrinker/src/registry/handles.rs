@@ -198,7 +198,7 @@ impl ShrinkerBuilder {
             }
         }
         let shrink: NonNull<dyn Shrink> = NonNull::from(Box::leak(Box::new(state)));
-        let object = Box::new(ShrinkerObject::new(
+        let object = ShrinkerObject::new(
             shrink,
             id,
             self.name.into_boxed_str(),
@@ -207,7 +207,8 @@ impl ShrinkerBuilder {
             self.batch,
             self.object_bytes,
             deferred,
-        ));
+        )
+        .boxed();
         Ok(Shrinker {
             handle: Handle {
                 object: NonNull::from(Box::leak(object)),

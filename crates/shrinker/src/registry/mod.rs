@@ -70,7 +70,7 @@ use crate::groups::Groups;
 use crate::group_id::GroupId;
 use crate::info::{ShrinkerId, ShrinkerInfo};
 #[cfg(not(loom))]
-use crate::lifetime::{free_after_grace_period, Urgency};
+use crate::lifetime::retire_after_grace_period;
 use crate::request::{ShrinkRequest, DEF_PRIORITY};
 use crate::shrink::{Count, Scan};
 use crate::sync::{lock, AtomicPtr, Mutex, Ordering};
@@ -79,6 +79,7 @@ use ids::{IdAlloc, IdTable};
 use object::ShrinkerObject;
 use pin::Gate;
 
+pub(crate) mod call_counts;
 mod group_api;
 pub(crate) mod handles;
 pub(crate) mod ids;
@@ -604,19 +605,26 @@ impl ShrinkerRegistry {
         self.inner.ids.release(&mut st.ids, id.0);
     }
 
-    /// Free an unlinked node after a grace period (`call_rcu`).
+    /// Free an unlinked node after a grace period (`call_rcu`), keeping its
+    /// memory for the next registration (`ShrinkerObject::recycle`).
+    ///
+    /// A prompt `call_rcu`, not a lazy one: a lazy free would wait for
+    /// 10,000 others or 10 s, so under register churn the recycler would be
+    /// empty and every registration would pay the aligned allocation that
+    /// recycling avoids (lifetime/recycle.rs). The grace periods it needs
+    /// are the ones the gate's reopening (`Gate::exit`) already runs under
+    /// churn, batched by the RCU worker (`batch_delay`, 1 ms).
     ///
     /// # Safety
     ///
     /// `node` is unlinked, its id slot cleared, its count zero; the caller
     /// owned it and gives it up.
     pub(crate) unsafe fn free_rcu(&self, node: NonNull<ShrinkerObject>) {
-        // Lazy: nobody waits for this free (`Urgency::Lazy`).
         #[cfg(not(loom))]
         // SAFETY: an owned box (contract), unlinked with its id cleared, so
         // only readers inside read sections may still reach it.
         unsafe {
-            free_after_grace_period(node.as_ptr(), Urgency::Lazy)
+            retire_after_grace_period(node.as_ptr(), ShrinkerObject::recycle)
         };
         #[cfg(loom)]
         {

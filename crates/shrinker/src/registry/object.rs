@@ -47,12 +47,15 @@ use std::time::Instant;
 
 use shrinker_sync::Completion;
 
+use super::call_counts;
 use crate::engine::NrDeferred;
 use crate::engine::{self, Callee, Outcome};
 use crate::group_id::GroupId;
 use crate::info::{ShrinkerFlags, ShrinkerId, ShrinkerStats};
 use crate::lifetime::frames::{self, Frame, Mark};
 use crate::lifetime::LiveRef;
+#[cfg(not(loom))]
+use crate::lifetime::Recycler;
 use crate::shrink::{Count, Scan, Shrink, ShrinkControl};
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 use crate::Freed;
@@ -65,9 +68,9 @@ use crate::Freed;
 /// nothing is published through it. A reader may see `scan_calls` of one
 /// moment and `freed` of another; the debugfs files have the same property.
 ///
-/// `count_calls`, bumped on every visit, is not here but in the node's first
-/// cache line, and is bumped without a read-modify-write (see
-/// `ShrinkerObject::count_calls_bump`).
+/// `count_calls`, bumped on every visit, is not here: it is counted per
+/// thread (registry/call_counts.rs), so that a visit writes nothing another
+/// walker reads.
 #[derive(Default)]
 pub(crate) struct CallStats {
     pub(crate) scan_calls: AtomicU64,
@@ -79,7 +82,7 @@ pub(crate) struct CallStats {
 
 /// One shrinker (`struct shrinker`). Fields a walk touches on every visit
 /// come first and share one cache line: the pin, the links, the callbacks,
-/// the visit counter and node 0's deferred count.
+/// the call counter's slot and node 0's deferred count.
 ///
 /// # Invariants
 ///
@@ -102,8 +105,9 @@ pub(crate) struct ShrinkerObject {
     /// The successor on the registry list (null: last).
     pub(crate) next: AtomicPtr<ShrinkerObject>,
     shrink: NonNull<dyn Shrink>,
-    /// `count` calls: see `ShrinkerObject::count_calls_bump`.
-    count_calls: AtomicU64,
+    /// This object's slot in the per-thread `count` call counters
+    /// (registry/call_counts.rs); given back when the object is dropped.
+    calls_slot: u32,
     pub(crate) seeks: u32,
     /// Read on every visit (`effective_node`, the group walk's filter).
     pub(crate) flags: ShrinkerFlags,
@@ -134,7 +138,41 @@ unsafe impl Send for ShrinkerObject {}
 // `Sync`.
 unsafe impl Sync for ShrinkerObject {}
 
+impl Drop for ShrinkerObject {
+    fn drop(&mut self) {
+        // Freed, so no thread holds a pin and none can bump the slot any
+        // more (registry/call_counts.rs).
+        call_counts::release(self.calls_slot);
+    }
+}
+
+/// Freed shrinker objects kept for the next registration (lifetime/recycle.rs):
+/// 256 objects of a few hundred bytes at most.
+#[cfg(not(loom))]
+static RECYCLED: Recycler<ShrinkerObject> = Recycler::new(1024);
+
 impl ShrinkerObject {
+    /// `Box::new(self)`, on a recycled allocation when one is cached.
+    pub(crate) fn boxed(self) -> Box<ShrinkerObject> {
+        #[cfg(not(loom))]
+        return RECYCLED.boxed(self);
+        #[cfg(loom)]
+        return Box::new(self);
+    }
+
+    /// Drop a freed object and keep its memory for [`boxed`](Self::boxed):
+    /// the free that `free_rcu` runs after the grace period.
+    ///
+    /// # Safety
+    ///
+    /// `p` came from `Box::into_raw` of a `Box<ShrinkerObject>`; no reader
+    /// remains and nothing else frees it.
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn recycle(p: *mut ShrinkerObject) {
+        // SAFETY: forwarded contract; `Box::into_raw` is never null.
+        unsafe { RECYCLED.recycle(NonNull::new_unchecked(p)) }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         shrink: NonNull<dyn Shrink>,
@@ -151,7 +189,7 @@ impl ShrinkerObject {
             batch,
             next: AtomicPtr::new(ptr::null_mut()),
             shrink,
-            count_calls: AtomicU64::new(0),
+            calls_slot: call_counts::alloc(),
             seeks,
             flags,
             deferred,
@@ -219,20 +257,12 @@ impl ShrinkerObject {
         self.refs.put(&self.done);
     }
 
-    /// Count one `count` call.
-    ///
-    /// A Relaxed load and store, not a `fetch_add`: a locked read-modify-write
-    /// on every visit would cost as much as the rest of a cheap shrinker's
-    /// visit, and this is a statistic. Exact while one thread at a time calls
-    /// the shrinker; when reclaimers visit the same shrinker at the same
-    /// instant, one of their increments may be lost (never torn, never more
-    /// than the number of concurrent callers). The kernel keeps no such
-    /// counter at all; tracepoints serve instead.
+    /// Count one `count` call, in the calling thread's own counter
+    /// (registry/call_counts.rs: exact, and no write to a line another
+    /// walker reads). The caller holds a pin.
     #[inline]
     fn count_calls_bump(&self) {
-        // Relaxed: see above and `CallStats`.
-        let n = self.count_calls.load(Ordering::Relaxed);
-        self.count_calls.store(n.wrapping_add(1), Ordering::Relaxed);
+        call_counts::bump(self.calls_slot);
     }
 
     /// Statistics snapshot; `deferred` is the sum over nodes.
@@ -240,7 +270,7 @@ impl ShrinkerObject {
         let s = &self.stats;
         // Relaxed everywhere: see `CallStats`.
         ShrinkerStats {
-            count_calls: self.count_calls.load(Ordering::Relaxed),
+            count_calls: call_counts::read(self.calls_slot),
             scan_calls: s.scan_calls.load(Ordering::Relaxed),
             scanned: s.scanned.load(Ordering::Relaxed),
             freed: s.freed.load(Ordering::Relaxed),
@@ -494,7 +524,7 @@ mod tests {
             offset_of!(ShrinkerObject, batch) + size_of::<usize>(),
             offset_of!(ShrinkerObject, next) + size_of::<usize>(),
             offset_of!(ShrinkerObject, shrink) + size_of::<NonNull<dyn Shrink>>(),
-            offset_of!(ShrinkerObject, count_calls) + size_of::<u64>(),
+            offset_of!(ShrinkerObject, calls_slot) + size_of::<u32>(),
             offset_of!(ShrinkerObject, flags) + size_of::<ShrinkerFlags>(),
             offset_of!(ShrinkerObject, deferred) + size_of::<usize>(),
         ];
