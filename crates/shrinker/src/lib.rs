@@ -126,16 +126,17 @@
 //! contract   shrink.rs  info.rs  error.rs  request.rs  topology.rs  group_id.rs  freed.rs
 //!              the types callers and callbacks see
 //!                 │
-//! lifetime/  rcu_array.rs  free.rs  live_ref.rs  frames.rs
+//! lifetime/  rcu_array.rs  free.rs  live_ref.rs  frames.rs  recycle.rs
 //!              each mechanism once: the RCU-grown array, the free after
 //!              a grace period, the pin with its dying mark, the
-//!              "inside X" frame stack
+//!              "inside X" frame stack, the freed-object cache
 //!                 │
 //! engine/    mod.rs (do_shrink_slab)  nr_deferred.rs
 //!                 │
-//! registry/  object.rs → ids.rs, pin.rs → walk.rs
-//!   internals  the shrinker object, the id table, walker slots and the
-//!              gate, the global walk and the callout pin
+//! registry/  call_counts.rs → object.rs → ids.rs, pin.rs → walk.rs
+//!   internals  per-thread call counters, the shrinker object, the id
+//!              table, walker slots and the gate, the global walk and the
+//!              callout pin
 //!                 │
 //! groups/    unit_map.rs → data.rs → mod.rs (tree) → walk.rs, remove.rs
 //!              given the registry's gate and id table as arguments
