@@ -205,8 +205,8 @@ impl Shrink for PanicsInCount {
 
 /// A one-node registry whose walks take light pins (`close_gate_first ==
 /// false`: a new registry's gate is open) or refcount pins (`true`: an
-/// unregister has just closed the gate, which stays closed for a grace
-/// period and a callback's delay).
+/// unregister has just closed the gate, which stays closed until the
+/// registry has been quiet for 20 ms).
 fn registry_with_gate(close_gate_first: bool) -> Arc<ShrinkerRegistry> {
     let reg = registry(1);
     if close_gate_first {

@@ -127,13 +127,46 @@ impl LiveRef {
     ///
     /// # Blocking
     ///
-    /// Until every reference in flight is put.
+    /// Until every reference in flight is put: first spinning for up to
+    /// [`SPIN_BEFORE_SLEEP`] (a reference in flight is usually one callout
+    /// to a cheap callback, shorter than a sleep and wake-up), then asleep
+    /// on `done`.
     pub(crate) fn kill_and_wait(&self, done: &Completion) {
         // Relaxed: published by the Release decrement of the initial
         // reference that follows (see `try_get`).
         self.dying.store(true, Ordering::Relaxed);
         if !self.count.dec_and_test() {
+            // The spin only delays the sleep; the ordering is `wait`'s
+            // (the completion's mutex), whatever the spin saw.
+            #[cfg(not(loom))]
+            spin_until_zero(&self.count);
             done.wait();
+        }
+    }
+}
+
+/// How long [`LiveRef::kill_and_wait`] spins before it sleeps. Measured
+/// with 2 threads registering and unregistering while a third walks, on 2
+/// CPUs: an unregister that slept at once on a callout in flight was woken
+/// only when the scheduler next ran it, 0.6–3 ms later, where the callout
+/// itself ends within a microsecond.
+#[cfg(not(loom))]
+pub(crate) const SPIN_BEFORE_SLEEP: std::time::Duration = std::time::Duration::from_micros(20);
+
+/// Spin until `count` reads zero, for at most [`SPIN_BEFORE_SLEEP`].
+#[cfg(not(loom))]
+#[cold]
+fn spin_until_zero(count: &Refcount) {
+    let start = std::time::Instant::now();
+    loop {
+        for _ in 0..64 {
+            if count.read() == 0 {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= SPIN_BEFORE_SLEEP {
+            return;
         }
     }
 }

@@ -116,6 +116,7 @@
 
 use std::ptr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use shrinker_rcu::{read_lock, ReadGuard};
 
@@ -460,7 +461,28 @@ struct GateState {
     armed: bool,
     /// Bumped by every `enter`: a reopening armed before it is stale.
     generation: u64,
+    /// When the last user left (`exit` to zero users).
+    quiet_since: Option<Instant>,
 }
+
+/// How long the gate must see no unregister before it reopens: a quiet
+/// spell, not a gap between two unregisters of one churn.
+///
+/// The kernel's `rcu_sync` reopens one grace period after the last
+/// writer. Here a grace period plus the callback worker's batching is
+/// 1–2 ms, shorter than a scheduler time slice; with more runnable threads
+/// than CPUs, a churning thread preempted for a slice or two let the gate
+/// reopen, and the next unregister paid a grace period to close it again
+/// (waiting, when a walker was preempted inside its read section, for that
+/// walker to run) and then waited for its light pins: measured with 2
+/// churning threads and a walker on 2 CPUs, 14–25 such closings per 300 ms,
+/// 1–3 ms each, plus as many light-pin waits. 20 ms is several time slices;
+/// a registry quiet for longer gets its light pins back.
+#[cfg(not(loom))]
+pub(crate) const REOPEN_AFTER_QUIET: Duration = Duration::from_millis(20);
+/// Under loom, one reopening callback (no time passes in a model).
+#[cfg(loom)]
+pub(crate) const REOPEN_AFTER_QUIET: Duration = Duration::ZERO;
 
 impl Gate {
     /// An open gate.
@@ -472,6 +494,7 @@ impl Gate {
                 passed: false,
                 armed: false,
                 generation: 0,
+                quiet_since: None,
             }),
         })
     }
@@ -520,6 +543,9 @@ impl Gate {
         let mut st = lock(&self.state);
         debug_assert!(st.users > 0, "Gate::exit without enter");
         st.users -= 1;
+        if st.users == 0 {
+            st.quiet_since = Some(Instant::now());
+        }
         if st.users == 0 && !st.armed {
             st.armed = true;
             let generation = st.generation;
@@ -533,15 +559,19 @@ impl Gate {
         shrinker_rcu::call_rcu(move || gate.reopen(generation));
     }
 
-    /// The reopening callback: reopen if nobody entered since it was armed;
-    /// re-arm if someone did and has left again.
+    /// The reopening callback: reopen if nobody entered since it was armed
+    /// and the gate has been quiet for [`REOPEN_AFTER_QUIET`]; re-arm if
+    /// someone entered and has left again, or if the spell is still short.
     fn reopen(self: &Arc<Self>, armed_at: u64) {
         let mut st = lock(&self.state);
         st.armed = false;
         if st.users != 0 {
             return; // the last user's `exit` arms again
         }
-        if st.generation != armed_at {
+        let short = st
+            .quiet_since
+            .is_some_and(|t| t.elapsed() < REOPEN_AFTER_QUIET);
+        if st.generation != armed_at || short {
             st.armed = true;
             let generation = st.generation;
             drop(st);

@@ -472,18 +472,31 @@ fn unregister_waits_for_a_refcount_pinned_callout() {
 }
 
 #[test]
-fn gate_reopens_a_grace_period_after_the_last_unregister() {
+fn gate_reopens_after_a_quiet_spell_following_the_last_unregister() {
     let reg = registry(1);
     let a = ShrinkerBuilder::new("a")
         .build_in(&reg, Pool::with(10))
         .unwrap()
         .register();
     assert!(reg.inner.gate.open_now());
+    // Before the unregister: its exit starts the quiet spell.
+    let start = std::time::Instant::now();
     drop(a);
     assert!(!reg.inner.gate.open_now());
-    // The reopening is a `call_rcu` callback; `rcu_barrier` waits for it.
-    shrinker_rcu::rcu_barrier();
-    assert!(reg.inner.gate.open_now());
+    // The reopening is a `call_rcu` callback that re-arms itself until the
+    // gate has been quiet for `REOPEN_AFTER_QUIET` (20 ms); it reopened
+    // after one grace period before, which the last assertion catches.
+    while !reg.inner.gate.open_now() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the gate did not reopen"
+        );
+        shrinker_rcu::rcu_barrier();
+    }
+    assert!(
+        start.elapsed() >= super::pin::REOPEN_AFTER_QUIET,
+        "the gate reopened before a quiet spell"
+    );
     // Walks take light pins again and still shrink.
     let b = ShrinkerBuilder::new("b")
         .build_in(&reg, Pool::with(1000))
