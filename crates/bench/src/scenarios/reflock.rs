@@ -900,6 +900,26 @@ mod tests {
         });
     }
 
+    /// Ratios compare with `big-lock` under the same writer, not with the first `big-lock`
+    /// row of the metric (what `harness::add_ratio_to_variant` would pick).
+    #[test]
+    fn ratios_are_taken_under_the_same_writer() {
+        let row = |v, w, x| Record::new(NAME, v, 1, "p99_us", &[x]).with_extra("writer", w);
+        let mut records = vec![
+            row("reflock", "none", 1.0),
+            row(REFERENCE, "none", 2.0),
+            row("reflock", "held-50us", 3.0),
+            row(REFERENCE, "held-50us", 60.0),
+        ];
+        add_ratio_same_writer(&mut records);
+        let ratios: Vec<f64> = records.iter().map(|r| r.ratios[0].value).collect();
+        assert_eq!(ratios, [0.5, 1.0, 0.05, 1.0]);
+        assert!(records.iter().all(|r| r.ratios.len() == 1));
+        assert!(records[2]
+            .to_json()
+            .contains(r#""ratio":0.05,"ratio_to":"big-lock","writer":"held-50us"}"#));
+    }
+
     /// The off-CPU correction reads the run delay; on Linux it must parse.
     #[test]
     #[cfg(target_os = "linux")]
