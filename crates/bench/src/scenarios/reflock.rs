@@ -426,7 +426,7 @@ fn writer_doing(
     stop: &AtomicBool,
     work: impl Fn(),
 ) -> WriterStats {
-    // The writer's own CPU, never the reader's (module docs, "Pinning").
+    // The writer's own CPU, never the reader's (module docs, "One reader thread, pinned").
     let _ = affinity::pin_to_allowed(WRITER_CPU);
     let mut stats = WriterStats::default();
     let mut next = Instant::now() + (w.period - w.hold);
