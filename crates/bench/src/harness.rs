@@ -486,7 +486,7 @@ pub fn thousands(n: usize) -> String {
 
 /// Extra keys shown as a table column (after `threads`) in the tables whose records have them:
 /// (JSON key, column header). Other extra keys appear in the JSON rows only.
-const TABLE_EXTRAS: &[(&str, &str)] = &[("fill_mib_s", "MiB/s")];
+const TABLE_EXTRAS: &[(&str, &str)] = &[("fill_mib_s", "MiB/s"), ("writer", "writer")];
 
 /// The value of a record's extra key.
 fn extra<'a>(r: &'a Record, key: &str) -> Option<&'a Value> {

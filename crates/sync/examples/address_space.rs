@@ -346,6 +346,17 @@ impl AddressSpace {
         Some(f(self.cache.get(e.slot)))
     }
 
+    /// A write cycle that changes no range: takes the big lock for writing,
+    /// runs `work` under it, and releases it. It stands for `mmap_lock` held
+    /// for something no lookup is after (an unrelated `munmap`'s page-table
+    /// teardown, say): lookups through the big lock wait for it, the fast
+    /// path does not (no range is write-locked). The writer of
+    /// `shrinker-bench`'s `reflock` scenario is made of these.
+    pub fn with_write_lock<R>(&self, work: impl FnOnce() -> R) -> R {
+        let _map = self.mm.write();
+        work()
+    }
+
     /// Maps `[start, end)` with `prot`; returns the mapping's key.
     pub fn map(&self, start: u64, end: u64, prot: u32) -> Result<u64, MapError> {
         let mut map = self.mm.write();
@@ -569,6 +580,9 @@ pub fn stress(readers: usize, max_rounds: u64, time_cap: Duration) -> Report {
                     }
                 }
             }
+            // A write cycle that changes nothing: the long-lived ranges stay
+            // readable through it.
+            spaces[(rounds & 1) as usize].with_write_lock(std::hint::spin_loop);
             if rounds % 16 == 0 {
                 // A short-lived address space takes ranges from the shared
                 // cache and gives them back on drop.
