@@ -62,11 +62,7 @@
 //!   mov    %fs:(%r14),%rax      ctr = self.reader.ctr (Relaxed)
 //!   mov    %rax,%rcx
 //!   and    %r15,%rcx            nest = ctr & NEST_MASK
-//!   je     outermost            nest == 0: outermost, registered
-//!   cmp    $0x7fffffff,%ecx     (nested:) nest < NEST_MAX?
-//!   jae    lock_slow            no: not registered, or full: out of line
-//!   inc    %rax ; mov %rax,%fs:(%r14)              ctr + 1 (Relaxed)
-//! outermost:
+//!   jne    nested               nest != 0: nested, not registered, or full
 //!   mov    (%rbx),%rax          gp.ctr (Relaxed)
 //!   mov    %rax,%fs:(%r14)      ctr = gp.ctr (Relaxed)
 //!   movzbl 0xc(%rbx),%eax       gp.mode
@@ -76,7 +72,7 @@
 //! drop(guard):
 //!   mov    %fs:(%r14),%rax      ctr (Relaxed)
 //!   cmp    $0x1,%eax            nest == 1: outermost, registered?
-//!   jne    nested_unlock        no (below)
+//!   jne    nested_unlock        no: out of line (below)
 //!   movzbl 0xc(%rbx),%ecx       gp.mode
 //!   dec    %rax                 ctr - 1
 //!   cmp    $0x1,%cl             membarrier?
@@ -85,19 +81,28 @@
 //!   mov    0x8(%rbx),%eax       gp.futex (Relaxed)
 //!   cmp    $0xffffffff,%eax     FUTEX_WAITING?
 //!   je     wake                 a grace period sleeps: wake it, out of line
-//! nested_unlock:
+//!
+//! nested:                       (out of line)
+//!   cmp    $0x7fffffff,%ecx     nest >= NEST_MAX?
+//!   jae    lock_slow            not registered, or full: a call
+//!   inc    %rax
+//!   mov    %rax,%fs:(%r14)      ctr + 1 (Relaxed)
+//! nested_unlock:                (out of line)
 //!   cmp    $0x80000001,%eax     NOT_REGISTERED | 1: end of a counted section?
-//!   je     unlock_slow          yes: out of line
-//!   dec    %rax ; mov %rax,%fs:(%r14)              ctr - 1 (Relaxed)
+//!   je     unlock_slow          yes: a call
+//!   dec    %rax
+//!   mov    %rax,%fs:(%r14)      ctr - 1 (Relaxed)
 //! ```
 //!
 //! Nine instructions to enter the outermost section and eleven to leave it,
-//! against ten and thirteen before the registration check was folded into
-//! the nesting test (a `cmpb $0x1,%fs:0x8(%r14)` / `jne` pair on each side,
-//! a load of the thread's state each); liburcu's inline read side, as gcc 12
-//! `-O2 -fPIE` compiles it, is eight and fourteen (it loads
-//! `urcu_memb_has_sys_membarrier` twice on unlock). The one instruction
-//! more on lock is LLVM keeping `nest` in a register for the nested compare
+//! none of them a taken branch. Before, ten and thirteen: a
+//! `cmpb $0x1,%fs:0x8(%r14)` / `jne` pair on each side loaded the thread's
+//! registration state, and the outermost and membarrier paths were laid out
+//! behind taken jumps (`likely()` in `barrier.rs` now tells the compiler
+//! which way they go). liburcu's inline read side, as gcc 12 `-O2 -fPIE`
+//! compiles it, is eight and fourteen (it loads
+//! `urcu_memb_has_sys_membarrier` twice on unlock). The one instruction more
+//! on lock is LLVM keeping `nest` in a register for the nested compare
 //! (`mov` + `and` where a `test` would do). callgrind, a loop of lock +
 //! `RcuPtr::load` + read + unlock: 30 instructions per iteration, 33 before;
 //! liburcu's, the same loop in C: 30.
