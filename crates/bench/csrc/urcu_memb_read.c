@@ -17,9 +17,19 @@ struct payload {
 	uint64_t value;
 };
 
+/*
+ * What the Rust variants hand to black_box: `ptr.load(..).map(|p| p.value)`,
+ * an Option<u64>, laid out as {discriminant, value}. The same 16 bytes here,
+ * so both sides do the same work around the read side.
+ */
+struct option_u64 {
+	uint64_t some;
+	uint64_t value;
+};
+
 /* Rust's core::hint::black_box: the value goes to memory and an empty asm
  * block with a memory clobber reads it, so the compiler must compute it. */
-static inline void black_box_u64(uint64_t v)
+static inline void black_box_option_u64(struct option_u64 v)
 {
 	__asm__ __volatile__("" : : "r"(&v) : "memory");
 }
@@ -48,9 +58,15 @@ uint64_t shrinker_bench_urcu_memb_read_loop(struct payload *const *ptr, const ui
 		for (uint64_t i = 0; i < batch; i++) {
 			struct payload *p;
 
+			struct option_u64 v = { 0, 0 };
+
 			urcu_memb_read_lock();
 			p = rcu_dereference(*ptr);
-			black_box_u64(p ? p->value : 0);
+			if (p) {
+				v.some = 1;
+				v.value = p->value;
+			}
+			black_box_option_u64(v);
 			urcu_memb_read_unlock();
 		}
 		ops += batch;

@@ -19,8 +19,9 @@
 //! `build.rs`), and otherwise the scenario says in one line that it skipped it. Its loop is
 //! C (`csrc/urcu_memb_read.c`, compiled with `-O2 -fPIE`), as our read side is inlined into the
 //! Rust loop: one call per thread and timed run runs batches of [`harness::BATCH`] sections
-//! and checks the same stop flag, so no FFI call is paid per operation. Its rows carry one
-//! more ratio column, `vs liburcu-memb`, on every row.
+//! and checks the same stop flag, so no FFI call is paid per operation; it hands `black_box`
+//! the same 16 bytes the Rust closures do (`Option<u64>`: present, value). Its rows add one
+//! more ratio column, `vs liburcu-memb`, to every row.
 //!
 //! At 2 threads both threads read the same object; the `vs 1 thread` column shows what the
 //! sharing costs (1.00× = no cost; a shared reader count's cache-line ping-pong shows up here).
