@@ -5,8 +5,10 @@
 //! shim `csrc/urcu_memb_read.c` is built with the `cc` crate and the cfg `have_liburcu_memb` is
 //! set. Without the library the bench builds as before and the scenario says in one line that
 //! it skipped the peer. `SHRINKER_BENCH_NO_LIBURCU=1` builds without it even when installed.
+//! Installing or removing liburcu reruns this script on the next build (it watches the header
+//! it found, or the include directories where it would appear).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const SHIM: &str = "csrc/urcu_memb_read.c";
@@ -21,8 +23,28 @@ fn main() {
         return;
     }
     let Some(include) = find_liburcu_memb() else {
+        // Rerun when liburcu gets installed: it adds a directory under one of these, which
+        // changes the directory's mtime (cargo scans a watched directory's tree).
+        for dir in ["/usr/include", "/usr/local/include"] {
+            if Path::new(dir).is_dir() {
+                println!("cargo::rerun-if-changed={dir}");
+            }
+        }
         return;
     };
+    // Rerun when it is removed or upgraded (pkg-config leaves out the default include dirs).
+    let defaults = [
+        PathBuf::from("/usr/include"),
+        PathBuf::from("/usr/local/include"),
+    ];
+    if let Some(header) = include
+        .iter()
+        .chain(&defaults)
+        .map(|dir| dir.join("urcu/urcu-memb.h"))
+        .find(|header| header.is_file())
+    {
+        println!("cargo::rerun-if-changed={}", header.display());
+    }
     let mut build = cc::Build::new();
     // -fPIE, not cc's default -fPIC: what a C program built with a distribution's default
     // flags gets (the bench is a position-independent executable too). The shim then reaches

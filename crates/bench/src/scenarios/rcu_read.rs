@@ -88,7 +88,7 @@ fn run(cfg: &Config, progress: &mut Progress) -> Report {
     if !cfg!(have_liburcu_memb) {
         progress.say(format_args!(
             "{NAME}: skipped the {LIBURCU_MEMB} peer: liburcu is not installed \
-             (scripts/install-peers.sh installs it; then rebuild)"
+             (scripts/install-peers.sh installs it)"
         ));
     }
     let mut records =
