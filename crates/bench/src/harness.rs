@@ -661,6 +661,15 @@ impl Progress {
         };
     }
 
+    /// Prints one line of its own that stays (e.g. that a scenario skipped a peer), clearing
+    /// the progress line on a terminal first.
+    pub fn say(&mut self, what: fmt::Arguments<'_>) {
+        let mut err = std::io::stderr().lock();
+        let clear = if self.tty { "\r\x1b[K" } else { "" };
+        // A failed write to stderr is not worth failing the benchmark over.
+        let _ = writeln!(err, "{clear}shrinker-bench: {what}");
+    }
+
     /// Ends the progress line with a summary.
     pub fn finish(&mut self) {
         let mut err = std::io::stderr().lock();

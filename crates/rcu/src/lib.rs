@@ -79,7 +79,7 @@
 //! for itself; each panics with a message that names the mistake, as do
 //! `rcu_barrier` and the throttled calls from inside a callback
 //! ([`in_callback`] lets other code refuse the same way). Nesting read-side
-//! sections more than `u32::MAX` deep (`u16::MAX` on 32-bit targets) panics
+//! sections more than `2^31 - 1` deep (`2^15 - 1` on 32-bit targets) panics
 //! too, in every build.
 //!
 //! # Limits

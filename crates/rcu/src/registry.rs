@@ -13,6 +13,11 @@
 //! | > 0 | 0 | `ActiveCurrent`: in a section that saw the current phase |
 //! | > 0 | `PHASE` | `ActiveOld`: in a section that saw the previous phase |
 //!
+//! The low half's top bit, [`NOT_REGISTERED`], is only ever set in the `ctr`
+//! of a thread that is not in the registry, so no grace period sees it; to
+//! the owning thread it makes the nesting count look full, which sends its
+//! next `read_lock` off the fast path (`reader.rs`, "The fast path").
+//!
 //! `grace.rs` runs the protocol over these states; `reader.rs` writes `ctr`.
 //! This file knows neither: it holds the data both share, below the domain.
 
@@ -29,8 +34,20 @@ pub(crate) struct Reader {
 pub(crate) const GP_COUNT: usize = 1;
 /// The phase bit: the upper half's lowest bit (bit 32 on 64-bit targets).
 pub(crate) const PHASE: usize = 1 << (usize::BITS / 2);
-/// The nesting count.
+/// The low half: the nesting count and [`NOT_REGISTERED`]. Zero means
+/// quiescent (the state table above); for a registered reader it is the
+/// nesting count alone.
 pub(crate) const NEST_MASK: usize = PHASE - 1;
+/// The low half's top bit (bit 31 on 64-bit targets), set in the `ctr` of a
+/// thread that is not registered: one that never entered a section, or whose
+/// registration thread-local destruction has torn down (`reader.rs`). A
+/// registered reader's `ctr` never has it, so grace periods never see it;
+/// it lets `read_lock`'s fast path tell "not registered" from "outermost
+/// section" with the nesting test it makes anyway.
+pub(crate) const NOT_REGISTERED: usize = PHASE >> 1;
+/// The most read-side sections a thread can have open at once: the nesting
+/// bits below [`NOT_REGISTERED`] (`2^31 - 1` on 64-bit targets).
+pub(crate) const NEST_MAX: usize = NOT_REGISTERED - 1;
 
 /// `gp.futex` while a grace period sleeps (liburcu's `-1`).
 pub(crate) const FUTEX_WAITING: u32 = u32::MAX;

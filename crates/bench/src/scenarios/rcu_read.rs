@@ -12,6 +12,16 @@
 //! | `seize` | `Collector::enter()` (one shared collector), `guard.protect(&AtomicPtr, Acquire)`, read field, leave |
 //! | `arc-swap` | `ArcSwap::load()`, read field, drop the `Guard` |
 //! | `rwlock` | `std::sync::RwLock::read()`, read field, unlock |
+//! | `liburcu-memb` | liburcu's inline read side (`_LGPL_SOURCE`): `urcu_memb_read_lock()`, `rcu_dereference()`, read field, `urcu_memb_read_unlock()` |
+//!
+//! `liburcu-memb` is the C library shrinker-rcu's read side is modelled on, and its target:
+//! it is there when liburcu is installed at build time (`scripts/install-peers.sh`; see
+//! `build.rs`), and otherwise the scenario says in one line that it skipped it. Its loop is
+//! C (`csrc/urcu_memb_read.c`, compiled with `-O2 -fPIE`), as our read side is inlined into the
+//! Rust loop: one call per thread and timed run runs batches of [`harness::BATCH`] sections
+//! and checks the same stop flag, so no FFI call is paid per operation; it hands `black_box`
+//! the same 16 bytes the Rust closures do (`Option<u64>`: present, value). Its rows add one
+//! more ratio column, `vs liburcu-memb`, to every row.
 //!
 //! At 2 threads both threads read the same object; the `vs 1 thread` column shows what the
 //! sharing costs (1.00× = no cost; a shared reader count's cache-line ping-pong shows up here).
@@ -27,7 +37,7 @@ use crossbeam_epoch as epoch;
 use seize::Guard as _;
 
 use super::{OpVariant, Payload, Scenario};
-use crate::harness::{self, Config, Progress, Report};
+use crate::harness::{self, Config, Progress, Ratio, Record, Report};
 
 /// The registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -42,6 +52,9 @@ const METRIC: &str = "ns_per_op";
 /// The reference of the ratio column: the most used Rust peer.
 const REFERENCE: &str = "crossbeam-epoch";
 const THREADS: [usize; 2] = [1, 2];
+
+/// The variant name of liburcu's memb flavour.
+const LIBURCU_MEMB: &str = "liburcu-memb";
 
 const VARIANTS: &[OpVariant] = &[
     OpVariant {
@@ -64,14 +77,34 @@ const VARIANTS: &[OpVariant] = &[
         name: "rwlock",
         measure: rwlock,
     },
+    #[cfg(have_liburcu_memb)]
+    OpVariant {
+        name: LIBURCU_MEMB,
+        measure: liburcu_memb::measure,
+    },
 ];
 
 fn run(cfg: &Config, progress: &mut Progress) -> Report {
+    if !cfg!(have_liburcu_memb) {
+        progress.say(format_args!(
+            "{NAME}: skipped the {LIBURCU_MEMB} peer: liburcu is not installed \
+             (scripts/install-peers.sh installs it)"
+        ));
+    }
     let mut records =
         super::measure_op_variants(cfg, progress, NAME, METRIC, VARIANTS, &THREADS, REFERENCE);
+    add_ratio_to_liburcu(&mut records);
     let mode = super::rcu_sync::barrier_mode_name();
     for r in records.iter_mut().filter(|r| r.variant == "shrinker-rcu") {
         r.extra.push(("barrier_mode", mode.clone().into()));
+    }
+    let mut notes = vec![];
+    if cfg!(have_liburcu_memb) {
+        notes.push(format!(
+            "{LIBURCU_MEMB}: liburcu's inline read side (_LGPL_SOURCE) in a C loop (cc -O2 -fPIE), \
+             one call per thread and timed run; each thread registered with \
+             urcu_memb_register_thread()."
+        ));
     }
     Report {
         scenario: NAME,
@@ -88,8 +121,32 @@ fn run(cfg: &Config, progress: &mut Progress) -> Report {
                  global collector, no cached LocalHandle."
             ),
             format!("Ratios: median / median of {REFERENCE} at the same thread count; and / the same variant at 1 thread."),
-        ],
+        ]
+        .into_iter()
+        .chain(notes)
+        .collect(),
         records,
+    }
+}
+
+/// Adds, to every record, the ratio of its median to `liburcu-memb`'s at the same thread count
+/// (key `ratio_liburcu_memb`, column `vs liburcu-memb`); nothing when the peer was not built.
+/// Its own key: `ratio` stays the ratio to [`REFERENCE`].
+fn add_ratio_to_liburcu(records: &mut [Record]) {
+    let base: Vec<(usize, f64)> = records
+        .iter()
+        .filter(|r| r.variant == LIBURCU_MEMB)
+        .map(|r| (r.threads, r.summary.median))
+        .collect();
+    for r in records.iter_mut() {
+        if let Some(&(_, base)) = base.iter().find(|&&(t, _)| t == r.threads) {
+            r.ratios.push(Ratio {
+                key: "ratio_liburcu_memb",
+                to: LIBURCU_MEMB.to_string(),
+                header: format!("vs {LIBURCU_MEMB}"),
+                value: r.summary.median / base,
+            });
+        }
     }
 }
 
@@ -171,6 +228,87 @@ fn rwlock(threads: usize, duration: Duration) -> f64 {
         black_box(guard.value);
     });
     harness::ns_per_op(&runs)
+}
+
+/// The `liburcu-memb` variant: the timed loop is C (`csrc/urcu_memb_read.c`), called once per
+/// thread and timed run.
+#[cfg(have_liburcu_memb)]
+mod liburcu_memb {
+    use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+    use std::sync::Barrier;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use crate::harness::{self, ThreadRun};
+
+    /// The protected object as the C side sees it (`struct payload`).
+    #[repr(C)]
+    struct CPayload {
+        value: u64,
+    }
+
+    extern "C" {
+        fn shrinker_bench_urcu_memb_register_thread();
+        fn shrinker_bench_urcu_memb_unregister_thread();
+        fn shrinker_bench_urcu_memb_read_loop(
+            ptr: *const AtomicPtr<CPayload>,
+            stop: *const AtomicBool,
+            batch: u64,
+        ) -> u64;
+    }
+
+    /// Runs `batch`-sized batches of read-side sections on `ptr` until `stop` is set.
+    fn read_loop(ptr: &AtomicPtr<CPayload>, stop: &AtomicBool, batch: u64) -> u64 {
+        // SAFETY: the calling thread is registered (see `measure`); `ptr` points to a live
+        // `CPayload` (or is null) for the whole call, as nobody writes it during the run;
+        // `AtomicPtr<T>` has the layout of `*mut T` and `AtomicBool` that of a `u8`, and the
+        // C side reads the flag with an atomic load.
+        unsafe { shrinker_bench_urcu_memb_read_loop(ptr, stop, batch) }
+    }
+
+    /// ns per read-side section with `threads` threads for about `duration`: the same
+    /// protocol as `harness::time_ops`, with the loop in C.
+    pub(super) fn measure(threads: usize, duration: Duration) -> f64 {
+        let payload = Box::into_raw(Box::new(CPayload {
+            value: super::Payload::new().value,
+        }));
+        let ptr = AtomicPtr::new(payload);
+        let stop = AtomicBool::new(false);
+        let start = Barrier::new(threads + 1);
+        let runs: Vec<ThreadRun> = thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        // SAFETY: registers this thread with liburcu's memb flavour; it is
+                        // unregistered below, before it exits.
+                        unsafe { shrinker_bench_urcu_memb_register_thread() };
+                        // Untimed first section (as time_ops' first call): a raised flag
+                        // ends the loop after one batch of one.
+                        read_loop(&ptr, &AtomicBool::new(true), 1);
+                        start.wait();
+                        let begin = Instant::now();
+                        let ops = read_loop(&ptr, &stop, harness::BATCH);
+                        let elapsed = begin.elapsed();
+                        // SAFETY: registered above, and out of any read-side section.
+                        unsafe { shrinker_bench_urcu_memb_unregister_thread() };
+                        ThreadRun { ops, elapsed }
+                    })
+                })
+                .collect();
+            start.wait();
+            thread::sleep(duration);
+            // Relaxed: the flag only ends the loops (the C side loads it relaxed); the joins
+            // order everything else.
+            stop.store(true, Ordering::Relaxed);
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        // SAFETY: from `Box::into_raw` above; every reader has joined.
+        drop(unsafe { Box::from_raw(payload) });
+        harness::ns_per_op(&runs)
+    }
 }
 
 #[cfg(test)]
