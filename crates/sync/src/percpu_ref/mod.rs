@@ -168,12 +168,11 @@
 //! | `switch.rs` | kill, confirm, switching modes, resurrect, reinit | both |
 //! | `mod.rs` (this file) | [`PercpuRef`], the public face | all three |
 
-use crate::slot;
 use crate::sync::{Arc, AtomicIsize, AtomicUsize, Condvar, Mutex, Ordering};
-use crossbeam_utils::CachePadded;
 use std::fmt;
 
 mod count;
+mod slot;
 mod state;
 mod switch;
 #[cfg(all(test, not(loom)))]
@@ -262,9 +261,7 @@ impl PercpuRef {
         } else {
             count = count.wrapping_add(1);
         }
-        let slots = (0..slot::nr_slots())
-            .map(|_| CachePadded::new(AtomicIsize::new(0)))
-            .collect();
+        let slots = slot::new_slots();
         Self {
             data: Arc::new(RefData {
                 mode: AtomicUsize::new(mode),
