@@ -1,6 +1,7 @@
 //! The fast paths: gets, trygets and puts on this thread's slot or on the
-//! shared counter, and the put that reaches zero. See "Slots in userspace"
-//! and "The bias" in the `percpu_ref` module essay.
+//! shared counter, and the put that reaches zero. See "The fast path,
+//! instruction by instruction" and "The bias" in the `percpu_ref` module
+//! essay, and the section protocol in `slot.rs`.
 
 use super::slot::{self, Slot};
 use super::state::{Mode, RefData};
@@ -249,7 +250,8 @@ impl RefData {
         if old == nr {
             // Acquire: pairs with every Release put and with the Release add
             // in switch_to_atomic_rcu() (which carries the per-CPU users'
-            // accesses, ordered before it by the grace period).
+            // accesses, ordered before it by the slot sections' Release
+            // ends and the grace period).
             acquire_after_final_dec(&self.count);
             (self.release)();
         } else {

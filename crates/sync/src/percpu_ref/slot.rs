@@ -165,6 +165,7 @@ pub(super) fn heavy_barrier() {
 }
 
 /// Never claimed: the thread's first slot access claims.
+#[cfg_attr(loom, allow(dead_code))]
 pub(super) const UNCLAIMED: usize = usize::MAX;
 /// No slot, for good: thread-local storage torn down, or no membarrier.
 pub(super) const NO_SLOT: usize = usize::MAX - 1;
