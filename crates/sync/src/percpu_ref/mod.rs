@@ -82,8 +82,12 @@
 //! words (`gets`, `puts`; the slot holds `gets - puts`), so a get+put pair
 //! carries one store-to-load dependency per word instead of two in a row.
 //! Measured with `cargo run --release -p shrinker-bench -- refcount` on the
-//! same machine: 1.8 ns per get+put at 1 thread (0.48x `Arc`) and 1.8 ns at
-//! 2 threads (0.07x `Arc`, whose shared counter bounces between the cores).
+//! same machine, seven runs: 1.8–3.8 ns per get+put at 1 thread (0.44–0.56x
+//! `Arc`), and at 2 threads 1.8 ns (0.07x `Arc`, whose shared counter
+//! bounces between the cores) when the machine was otherwise idle, 3.9–6.8
+//! ns (0.29–0.47x) with its load average at 2–7 (the two threads then seldom
+//! run at once: each one's time includes its waits for a core, and `Arc`'s
+//! line bounces less).
 //!
 //! The costs:
 //!
