@@ -67,19 +67,17 @@ impl RefData {
         if !Mode(self.mode.load(Ordering::Acquire)).is_percpu() {
             return Self::slot_leave_atomic(slot);
         }
-        {
-            // 3. Relaxed load and store, not an RMW: only the owning thread
-            //    writes this counter (slot.rs), so there is no concurrent
-            //    writer to lose; step 4 orders the store before the sum.
-            let counter = match side {
-                Side::Gets => &slot.gets,
-                Side::Puts => &slot.puts,
-            };
-            counter.store(
-                counter.load(Ordering::Relaxed).wrapping_add(nr),
-                Ordering::Relaxed,
-            );
-        }
+        // 3. Relaxed load and store, not an RMW: only the owning thread
+        //    writes this counter (slot.rs), so there is no concurrent writer
+        //    to lose; step 4 orders the store before the sum.
+        let counter = match side {
+            Side::Gets => &slot.gets,
+            Side::Puts => &slot.puts,
+        };
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(nr),
+            Ordering::Relaxed,
+        );
         // 4. Release: pairs with the Acquire load in Slot::wait_section();
         //    our step-3 store happens-before the switch's sum.
         slot.busy.store(0, Ordering::Release);
