@@ -82,12 +82,12 @@
 //! words (`gets`, `puts`; the slot holds `gets - puts`), so a get+put pair
 //! carries one store-to-load dependency per word instead of two in a row.
 //! Measured with `cargo run --release -p shrinker-bench -- refcount` on the
-//! same machine, seven runs: 1.8–3.8 ns per get+put at 1 thread (0.44–0.56x
-//! `Arc`), and at 2 threads 1.8 ns (0.07x `Arc`, whose shared counter
-//! bounces between the cores) when the machine was otherwise idle, 3.9–6.8
-//! ns (0.29–0.47x) with its load average at 2–7 (the two threads then seldom
-//! run at once: each one's time includes its waits for a core, and `Arc`'s
-//! line bounces less).
+//! same machine, eight runs: 1.8–3.8 ns per get+put at 1 thread (0.44–0.56x
+//! `Arc`); at 2 threads 1.8 and 2.4 ns (0.07x and 0.11x `Arc`, whose shared
+//! counter bounces between the cores) in the two runs where the threads got
+//! both cores, 3.9–6.8 ns (0.29–0.47x) in the six where other jobs (load
+//! average 2–7) kept them from running at once: each thread's time then
+//! includes its waits for a core, and `Arc`'s line bounces less.
 //!
 //! The costs:
 //!
