@@ -64,11 +64,10 @@
 //! ```text
 //!   reflock/    mod.rs (essay) ← lock.rs ← domain.rs, state.rs
 //!      │
-//!   percpu_ref/ mod.rs (essay, PercpuRef) ← switch.rs ← count.rs ← state.rs
+//!   percpu_ref/ mod.rs (essay, PercpuRef) ← switch.rs ← count.rs ← state.rs ← slot.rs
 //!      │
 //!   refcount/   mod.rs (essay, Refcount) ← saturation.rs
-//!   completion.rs, rcuwait.rs, slot.rs (leaves; reflock's domain waits on
-//!                                      an RcuWait, percpu_ref counts in slots)
+//!   completion.rs, rcuwait.rs (leaves; reflock's domain waits on an RcuWait)
 //!      │
 //!   sync (here): the std/loom switch every module takes its atomics from
 //! ```
@@ -94,7 +93,6 @@ pub mod percpu_ref;
 pub mod rcuwait;
 pub mod refcount;
 pub mod reflock;
-mod slot;
 
 pub use completion::Completion;
 pub use percpu_ref::{InitFlags, PercpuRef};

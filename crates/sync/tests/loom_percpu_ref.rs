@@ -2,8 +2,9 @@
 //! confirm callback's promise, gets and puts split across threads through the
 //! per-CPU → atomic switch, the swap-device publication
 //! (`examples/swap_device.rs`), `resurrect` against the old life's last put,
-//! a kill during an in-flight `switch_to_atomic`, and both asynchronous forms
-//! called inside an RCU callback.
+//! a kill during an in-flight `switch_to_atomic`, both asynchronous forms
+//! called inside an RCU callback, and the fast path's slot section against
+//! the switch's sum.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p shrinker-sync --test loom_percpu_ref`
 //!
@@ -12,8 +13,11 @@
 //! `rcu_barrier()`. Under loom each ref has two slots, so a third thread
 //! takes the slot-less path through the shared counter.
 //!
+//! Under loom both halves of the fast path's barrier pair are
+//! `fence(SeqCst)` (the real build pairs a compiler fence with membarrier).
+//!
 //! The model's main thread only spawns, joins and checks: every get/put
-//! (which enters an RCU read-side section) runs on a spawned thread, whose
+//! (which may enter an RCU read-side section) runs on a spawned thread, whose
 //! RCU registration ends with the thread, before loom tears the execution
 //! down.
 //!
@@ -25,7 +29,7 @@
 //!   final kill that does not release exactly once ("references left over").
 //!   Mutation checks: the `Release` store of per-CPU mode in
 //!   `switch_to_percpu_locked` or the `Acquire` mode load in
-//!   `mode_for_access` made `Relaxed` (the holder's put reads its own stale
+//!   `slot_add` (the fast path) made `Relaxed` (the holder's put reads its own stale
 //!   slot instead of the zeroed one and is lost); zeroing the slots after
 //!   that store instead of before; dropping the bias it adds; `resurrect`
 //!   not waiting for the kill's switch in flight (it zeroes the slots before
@@ -45,6 +49,21 @@
 //!   the kill's confirm); `tryget_live` ignoring `DEAD`. Each fails it; no
 //!   other model catches any of them but the last
 //!   (`tryget_live_fails_after_confirm`).
+//!
+//! * `slot_sections_race_the_sum`: the fast path's own section (the
+//!   per-slot `busy` flag of `src/percpu_ref/slot.rs`) against the switch's
+//!   sum; a get or put counted twice or not at all. Mutation checks:
+//!   `light_barrier()` without its fence (the `busy` store passes the mode
+//!   load: store buffering), step 4's `Release` store of `busy = 0` made
+//!   `Relaxed`, and the switch summing without waiting for the sections
+//!   (`Slot::wait_section`). Each fails it (the first fails
+//!   `get_and_put_on_…`, `kill_against_…` and `async_forms_…` too); the
+//!   fast path's `Acquire` mode load made `Relaxed` fails `resurrect_…` and
+//!   `swapon_…`. Not caught: `heavy_barrier()` without its fence, because
+//!   under loom the grace period between the mode store and the switch
+//!   callback already runs `shrinker-rcu`'s `SeqCst` fences (in the real
+//!   build its membarrier); the switch issues its own so as not to depend
+//!   on that.
 //!
 //! Not caught by any model here: the atomic put's `Release` made `Relaxed`
 //! (under loom every put enters its read-side section with `shrinker-rcu`'s
@@ -242,6 +261,49 @@ fn slotless_thread_counts_through_the_bias() {
         owner.join().unwrap();
         assert!(r.is_zero());
         assert_eq!(payload.releases(), 1);
+    });
+}
+
+/// The fast path's section against the switch's sum (the store-buffering
+/// pair of `src/percpu_ref/slot.rs`): a get and a put on one thread's slot,
+/// each racing a kill whose switch sums the slots on another thread. The
+/// user first takes a reference it keeps (on its slot, before spawning the
+/// owner, so that it holds slot 0 and the owner slot 1); the last put of
+/// that reference comes from a third, slot-less thread after the joins.
+/// Each racing get and put must be counted exactly once, in the slot
+/// (summed) or on the atomic counter: a lost get releases with the kept
+/// reference still held, a lost put never releases.
+#[test]
+fn slot_sections_race_the_sum() {
+    loom::model(|| {
+        let payload = Payload::new(1);
+        let r = poisoning_ref(&payload, InitFlags::NONE);
+        let user = {
+            let (r, payload) = (r.clone(), payload.clone());
+            thread::spawn(move || {
+                r.get(); // kept until the last put below
+                let owner = {
+                    let r = r.clone();
+                    thread::spawn(move || {
+                        r.kill();
+                        rcu_barrier(); // the switch: heavy barrier, wait, sum
+                    })
+                };
+                r.get();
+                assert_eq!(payload.read(), 1);
+                r.put();
+                owner.join().unwrap();
+            })
+        };
+        user.join().unwrap();
+        assert_eq!(payload.releases(), 0, "released with a reference held");
+        let last = {
+            let r = r.clone();
+            thread::spawn(move || r.put())
+        };
+        last.join().unwrap();
+        assert!(r.is_zero());
+        assert_eq!(payload.releases(), 1, "released exactly once");
     });
 }
 

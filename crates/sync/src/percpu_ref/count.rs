@@ -1,10 +1,11 @@
 //! The fast paths: gets, trygets and puts on this thread's slot or on the
-//! shared counter, and the put that reaches zero. See "Slots in userspace"
-//! and "The bias" in the `percpu_ref` module essay.
+//! shared counter, and the put that reaches zero. See "The fast path,
+//! instruction by instruction" and "The bias" in the `percpu_ref` module
+//! essay, and the section protocol in `slot.rs`.
 
+use super::slot::{self, Slot};
 use super::state::{Mode, RefData};
-use crate::slot;
-use crate::sync::{acquire_after_final_dec, AtomicIsize, Ordering};
+use crate::sync::{acquire_after_final_dec, Ordering};
 use std::fmt;
 use std::sync::atomic::AtomicBool as StdAtomicBool;
 
@@ -35,13 +36,63 @@ fn nr_too_large(nr: usize, caller: &str) -> ! {
     panic!("{caller}({nr}): more than isize::MAX references at once; the count would wrap")
 }
 
+/// Which of a slot's two counters a fast path adds to.
+#[derive(Clone, Copy)]
+enum Side {
+    Gets,
+    Puts,
+}
+
 impl RefData {
-    /// This thread's slot, if it has one.
-    #[inline]
-    fn this_slot(&self) -> Option<&AtomicIsize> {
-        slot::thread_index()
-            .and_then(|i| self.slots.get(i))
-            .map(|s| &**s)
+    /// The fast path (steps 1–4 of the section in `slot.rs`): adds `nr` to
+    /// this thread's slot if it has one and the ref is in per-CPU mode.
+    /// Returns whether it did; if not, the caller takes the slow path.
+    #[inline(always)]
+    fn slot_add(&self, side: Side, nr: isize) -> bool {
+        // A thread with no slot (never claimed, torn down, or past the
+        // slots) has an index past the end: the bounds check sends it to
+        // the slow path.
+        let Some(slot) = self.slots.get(slot::thread_index()) else {
+            return false;
+        };
+        // 1. Relaxed: ordered before the mode load by light_barrier() and
+        //    the switch's heavy_barrier() (the store-buffering pair in
+        //    slot.rs); upstream's preempt_disable().
+        slot.busy.store(1, Ordering::Relaxed);
+        slot::light_barrier();
+        // 2. Acquire: pairs with the Release store in switch_to_percpu();
+        //    seeing per-CPU mode implies seeing the slots it zeroed and the
+        //    bias it added, so our update is not overwritten by a late
+        //    zeroing. (Upstream: READ_ONCE + address dependency.)
+        if !Mode(self.mode.load(Ordering::Acquire)).is_percpu() {
+            return Self::slot_leave_atomic(slot);
+        }
+        // 3. Relaxed load and store, not an RMW: only the owning thread
+        //    writes this counter (slot.rs), so there is no concurrent writer
+        //    to lose; step 4 orders the store before the sum.
+        let counter = match side {
+            Side::Gets => &slot.gets,
+            Side::Puts => &slot.puts,
+        };
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(nr),
+            Ordering::Relaxed,
+        );
+        // 4. Release: pairs with the Acquire load in Slot::wait_section();
+        //    our step-3 store happens-before the switch's sum.
+        slot.busy.store(0, Ordering::Release);
+        true
+    }
+
+    /// Step 4 for a section that found the ref atomic and left the slot
+    /// alone; out of line, so that the per-CPU path falls straight through.
+    #[cold]
+    #[inline(never)]
+    fn slot_leave_atomic(slot: &Slot) -> bool {
+        // Release: as step 4 in slot_add() (nothing to publish, but the
+        // switch may be waiting for this store).
+        slot.busy.store(0, Ordering::Release);
+        false
     }
 
     /// A Relaxed load of the mode word, for use under the switch mutex (the
@@ -53,43 +104,37 @@ impl RefData {
         Mode(self.mode.load(Ordering::Relaxed))
     }
 
-    /// The mode as seen by a get/put, inside its read-side section.
+    /// The mode as seen by a slow-path get/put, inside its RCU read-side
+    /// section.
     #[inline]
     fn mode_for_access(&self) -> Mode {
-        // Acquire: pairs with the Release store in switch_to_percpu(); seeing
-        // per-CPU mode implies seeing the slots it zeroed and the bias it
-        // added, so our slot update is not overwritten by a late zeroing.
-        // (Upstream: READ_ONCE + address dependency.)
+        // Acquire: as step 2 of the fast path (slot_add()); the slow path
+        // never writes a slot, but tryget_live's fence(Acquire) recipe
+        // relies on it too.
         Mode(self.mode.load(Ordering::Acquire))
-    }
-
-    /// Adds `delta` to this thread's own slot.
-    #[inline]
-    fn slot_add(slot: &AtomicIsize, delta: isize) {
-        // Relaxed load and store, not an RMW: only the owning thread writes
-        // this slot while it can be in per-CPU mode (slot.rs), so there is no
-        // concurrent writer to lose. The grace period before the sum orders
-        // the store before switch_to_atomic_rcu()'s read.
-        slot.store(
-            slot.load(Ordering::Relaxed).wrapping_add(delta),
-            Ordering::Relaxed,
-        );
     }
 
     #[inline]
     #[track_caller]
     pub(super) fn get_many(&self, nr: usize) {
         let nr = delta(nr, "PercpuRef::get_many");
-        let _rcu = shrinker_rcu::read_lock();
-        if self.mode_for_access().is_percpu() {
-            if let Some(slot) = self.this_slot() {
-                Self::slot_add(slot, nr);
-                return;
-            }
+        if !self.slot_add(Side::Gets, nr) {
+            self.get_slow(nr);
+        }
+    }
+
+    /// Atomic mode, or a thread without a slot: the shared counter.
+    #[cold]
+    #[inline(never)]
+    fn get_slow(&self, nr: isize) {
+        if slot::claim() && self.slot_add(Side::Gets, nr) {
+            return;
         }
         // Relaxed: the caller already holds a reference (Arc::clone's
-        // argument). In per-CPU mode (a thread without a slot) the bias keeps
-        // the counter away from zero, and the grace period orders the add.
+        // argument). No read-side section is needed: a get on the counter is
+        // right in either mode (in per-CPU mode the bias keeps the counter
+        // away from zero, and the switch adds the slots' sum to it in one
+        // RMW, which this one cannot split).
         self.count.fetch_add(nr, Ordering::Relaxed);
     }
 
@@ -97,16 +142,25 @@ impl RefData {
     #[track_caller]
     pub(super) fn tryget_many(&self, nr: usize, live: bool) -> bool {
         let nr = delta(nr, "PercpuRef::tryget_many");
+        // Per-CPU mode: never zero, never dead (DEAD implies ATOMIC).
+        self.slot_add(Side::Gets, nr) || self.tryget_slow(nr, live)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn tryget_slow(&self, nr: isize, live: bool) -> bool {
+        if slot::claim() && self.slot_add(Side::Gets, nr) {
+            return true;
+        }
+        // The read-side section keeps a switch to atomic (and a kill's
+        // confirm) from completing between our mode load and our add, as
+        // upstream's: after the confirm, no tryget_live that saw the ref
+        // live can still be adding.
         let _rcu = shrinker_rcu::read_lock();
         let mode = self.mode_for_access();
         if mode.is_percpu() {
-            match self.this_slot() {
-                Some(slot) => Self::slot_add(slot, nr),
-                // Relaxed: per-CPU mode; the bias keeps the counter from zero.
-                None => {
-                    self.count.fetch_add(nr, Ordering::Relaxed);
-                }
-            }
+            // Relaxed: per-CPU mode; the bias keeps the counter from zero.
+            self.count.fetch_add(nr, Ordering::Relaxed);
             return true;
         }
         if live && mode.is_dead() {
@@ -150,24 +204,33 @@ impl RefData {
             return;
         }
         let nr = delta(nr, "PercpuRef::put_many");
+        if !self.slot_add(Side::Puts, nr) {
+            self.put_slow(nr);
+        }
+    }
+
+    /// Atomic mode, or a thread without a slot: the shared counter.
+    #[cold]
+    #[inline(never)]
+    fn put_slow(&self, nr: isize) {
+        if slot::claim() && self.slot_add(Side::Puts, nr) {
+            return;
+        }
         let rcu = shrinker_rcu::read_lock();
         if self.mode_for_access().is_percpu() {
-            match self.this_slot() {
-                Some(slot) => Self::slot_add(slot, nr.wrapping_neg()),
-                // Relaxed: per-CPU mode; the bias keeps the counter from zero,
-                // and the grace period orders the decrement before the sum.
-                None => {
-                    self.count.fetch_sub(nr, Ordering::Relaxed);
-                }
-            }
+            // Relaxed: per-CPU mode; the bias keeps the counter from zero
+            // (the read-side section keeps the switch from removing it
+            // before this RMW), and the grace period orders the decrement
+            // before the sum.
+            self.count.fetch_sub(nr, Ordering::Relaxed);
             return;
         }
         // Release: our accesses to the object happen-before release(), through
-        // the fence(Acquire) in put_slow() of whichever put reaches zero.
+        // the fence(Acquire) in put_last() of whichever put reaches zero.
         let old = self.count.fetch_sub(nr, Ordering::Release);
         drop(rcu);
         if old == nr || Self::is_underflow(old.wrapping_sub(nr)) {
-            self.put_slow(old, nr);
+            self.put_last(old, nr);
         }
     }
 
@@ -181,11 +244,12 @@ impl RefData {
 
     #[cold]
     #[inline(never)]
-    fn put_slow(&self, old: isize, nr: isize) {
+    fn put_last(&self, old: isize, nr: isize) {
         if old == nr {
             // Acquire: pairs with every Release put and with the Release add
             // in switch_to_atomic_rcu() (which carries the per-CPU users'
-            // accesses, ordered before it by the grace period).
+            // accesses, ordered before it by the slot sections' Release
+            // ends and the grace period).
             acquire_after_final_dec(&self.count);
             (self.release)();
         } else {

@@ -3,6 +3,7 @@
 //! (`count.rs`) and the mode switches (`switch.rs`) both work on. The state
 //! table is in the `percpu_ref` module essay.
 
+use super::slot::Slot;
 use crate::sync::{AtomicIsize, AtomicUsize, Condvar, Mutex};
 use crossbeam_utils::CachePadded;
 use std::fmt;
@@ -111,10 +112,10 @@ pub(super) struct RefData {
     /// The atomic counter: exact in atomic mode once the slots are summed;
     /// `PERCPU_COUNT_BIAS` + direct references in per-CPU mode.
     pub(super) count: AtomicIsize,
-    /// One slot per thread index; written in per-CPU mode by the owning
-    /// thread only, read and zeroed by mode switches when no thread can be
-    /// writing.
-    pub(super) slots: Box<[CachePadded<AtomicIsize>]>,
+    /// One slot per thread index (`slot.rs`); written in per-CPU mode by
+    /// the owning thread only, read and zeroed by mode switches when no
+    /// thread can be writing.
+    pub(super) slots: Box<[CachePadded<Slot>]>,
     pub(super) release: Release,
     /// Mode-switch state (upstream: `percpu_ref_data`'s cold fields under the
     /// global `percpu_ref_switch_lock`; here one mutex per ref).

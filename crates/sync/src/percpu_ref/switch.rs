@@ -3,6 +3,7 @@
 //! See "The switch to atomic, step by step" in the `percpu_ref` module essay.
 
 use super::count::report_once;
+use super::slot;
 use super::state::{Confirm, RefData, SwitchState, ATOMIC_BIT, DEAD_BIT, PERCPU_COUNT_BIAS};
 use crate::sync::{Arc, MutexGuard, Ordering};
 use std::panic::{self, AssertUnwindSafe};
@@ -173,14 +174,23 @@ impl RefData {
     /// Steps 3–5, on the RCU worker after a grace period
     /// (`percpu_ref_switch_to_atomic_rcu` + `percpu_ref_call_confirm_rcu`).
     fn switch_to_atomic_rcu(this: Arc<Self>, confirm: Option<Confirm>) {
-        // 3. Sum first, then add: adding slot by slot could let `count` reach
-        //    zero between two slots (gets on one thread, puts on another).
-        //    Relaxed: the grace period made every slot store happen-before
-        //    this callback, and no new ones can start (they see ATOMIC).
+        // 3. The grace period has ended every slow-path section that saw
+        //    per-CPU mode (they update `count` only). The fast path's
+        //    sections are waited for here: after the heavy barrier every new
+        //    one sees ATOMIC, and each one still open shows `busy`
+        //    (slot.rs, steps b and c).
+        slot::heavy_barrier();
+        for s in this.slots.iter() {
+            s.wait_section();
+        }
+        //    Sum first, then add: adding slot by slot could let `count`
+        //    reach zero between two slots (gets on one thread, puts on
+        //    another). The Acquire loads of `busy` ordered every slot store
+        //    before these loads, and no new one can start.
         let sum = this
             .slots
             .iter()
-            .fold(0isize, |acc, s| acc.wrapping_add(s.load(Ordering::Relaxed)));
+            .fold(0isize, |acc, s| acc.wrapping_add(s.value()));
         // Release: heads the release sequence that the final put's
         // fence(Acquire) reads from, carrying every per-CPU user's accesses
         // (ordered before us by the grace period) to release().
@@ -232,7 +242,8 @@ impl RefData {
 
     /// `__percpu_ref_switch_to_percpu`. No thread can be in a per-CPU get/put
     /// section now: the last switch to atomic has completed (we waited for
-    /// `switching`), so its grace period has ended every such section.
+    /// `switching`), so its grace period and its wait for the slots'
+    /// sections have ended every such section.
     fn switch_to_percpu_locked(&self, st: &SwitchState) {
         let mode = self.mode();
         if mode.is_percpu() {
@@ -252,8 +263,8 @@ impl RefData {
         // Relaxed: ordered before the Release store below.
         self.count.fetch_add(PERCPU_COUNT_BIAS, Ordering::Relaxed);
         for slot in self.slots.iter() {
-            // Relaxed: ordered before the Release store below.
-            slot.store(0, Ordering::Relaxed);
+            // Ordered before the Release store below.
+            slot.zero();
         }
         // Release: pairs with the Acquire in mode_for_access(); a get/put that
         // sees per-CPU mode sees the zeroed slots and the bias.

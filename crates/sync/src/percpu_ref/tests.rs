@@ -76,6 +76,67 @@ fn percpu_gets_and_puts_stay_off_the_counter() {
     assert_eq!(n.load(Ordering::Relaxed), 0);
 }
 
+/// An atomic-mode get/put passes through the slot's section (the mode is
+/// only known inside it), finds `ATOMIC` and must leave the slot untouched
+/// and the section closed, or the next switch to atomic would wait forever.
+#[test]
+fn atomic_mode_sections_leave_the_slots_alone() {
+    let (r, n, _) = counted(InitFlags::ATOMIC);
+    r.get_many(3);
+    assert!(r.tryget() && r.tryget_live());
+    r.put_many(5);
+    assert_eq!(r.data.count.load(Ordering::Relaxed), 1);
+    for s in r.data.slots.iter() {
+        assert_eq!(s.busy.load(Ordering::Relaxed), 0, "section left open");
+        assert_eq!(s.value(), 0, "an atomic-mode op went to a slot");
+    }
+    assert_eq!(n.load(Ordering::Relaxed), 0);
+}
+
+/// Threads that exit while their slots hold references leave the counts
+/// there (their indices go back to the pool, the slots are not cleared):
+/// the switch's sum still finds them.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn counts_left_in_slots_by_exited_threads_are_summed() {
+    let (r, n, released) = counted(InitFlags::NONE);
+    let threads = 4;
+    let barrier = std::sync::Barrier::new(threads);
+    // All alive at once, so each holds an index of its own.
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                r.get_many(3);
+                barrier.wait();
+            });
+        }
+    });
+    assert_eq!(
+        r.data.count.load(Ordering::Relaxed),
+        PERCPU_COUNT_BIAS + 1,
+        "the gets went to slots"
+    );
+    // New threads, reusing the indices, drop all but one of them.
+    std::thread::scope(|s| {
+        for i in 0..threads {
+            let r = &r;
+            s.spawn(move || r.put_many(if i == 0 { 2 } else { 3 }));
+        }
+    });
+    r.kill();
+    shrinker_rcu::rcu_barrier(); // the switch to atomic has summed
+    assert!(
+        !r.is_zero(),
+        "one reference left in an exited thread's slot"
+    );
+    assert_eq!(n.load(Ordering::Relaxed), 0);
+    std::thread::scope(|s| {
+        s.spawn(|| r.put());
+    });
+    released.wait();
+    assert_eq!(n.load(Ordering::Relaxed), 1);
+}
+
 #[test]
 #[cfg_attr(miri, ignore)]
 fn kill_with_no_users_releases_once() {
