@@ -3,8 +3,11 @@
 //!
 //! `cargo run --release -p shrinker-sync --example slot_choice`
 //!
-//! Every variant runs inside a `shrinker_rcu` read-side section per operation,
-//! as `PercpuRef` does, so only the slot strategy differs:
+//! Every variant but `PercpuRef` runs inside a `shrinker_rcu` read-side
+//! section per operation, as `PercpuRef` did when this choice was made, so
+//! that only the slot strategy differs between them. (`PercpuRef`'s fast path
+//! is now its own section, a busy flag in the thread's slot: see its module
+//! docs.)
 //!
 //! * `arc`: `Arc::clone` + drop on one shared `Arc` (the reference point).
 //! * `shared-atomic`: one shared counter, `fetch_add`.
