@@ -49,17 +49,7 @@ pub(crate) struct Recycler<T> {
 
 impl<T> Recycler<T> {
     /// A recycler keeping at most `cap` freed allocations.
-    #[cfg(not(loom))]
     pub(crate) const fn new(cap: usize) -> Self {
-        Recycler {
-            free: Mutex::new(Vec::new()),
-            cap,
-        }
-    }
-
-    /// A recycler keeping at most `cap` freed allocations.
-    #[cfg(loom)]
-    pub(crate) fn new(cap: usize) -> Self {
         Recycler {
             free: Mutex::new(Vec::new()),
             cap,
@@ -140,7 +130,7 @@ impl<T> Drop for Recycler<T> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
