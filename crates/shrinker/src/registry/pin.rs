@@ -20,13 +20,14 @@
 //! | gate | walker pins with | cost per visit | unregister (and `remove_group`) |
 //! |---|---|---|---|
 //! | **fast** (nobody unregistering or removing a group lately) | a *light pin*: a plain store of the shrinker's (the group's) address in the thread's own [`WalkerSlot`] | two plain stores to a line only this thread writes | must first close the gate: [`Gate::enter`] waits for one grace period |
-//! | **slow** (an unregister or a group removal is running, or ended less than a grace period + callback delay ago) | the refcount (`try_get` / `put`), as in Linux 6.7 | two RMWs on the shrinker's (group's) line | waits for nothing but its own pins, as in Linux 6.7 |
+//! | **slow** (an unregister or a group removal is running, or ended less than [`REOPEN_AFTER_QUIET`], 20 ms, ago) | the refcount (`try_get` / `put`), as in Linux 6.7 | two RMWs on the shrinker's (group's) line | waits for nothing but its own pins, as in Linux 6.7 |
 //!
-//! Under register or group churn the gate stays slow (each `exit` re-arms
-//! the hysteresis), so unregister and group removal cost what they cost
-//! before and wait for no grace period, and walks take refcount pins; a
-//! quiet registry walks at nearly the cost of a locked list. Only the first
-//! unregister or removal after a quiet spell pays one grace period.
+//! Under register or group churn the gate stays slow (each `exit` restarts
+//! the quiet spell it needs to reopen), so unregister and group removal cost
+//! what they cost before and wait for no grace period, and walks take
+//! refcount pins; a quiet registry walks at nearly the cost of a locked
+//! list. Only the first unregister or removal after a quiet spell pays one
+//! grace period.
 //!
 //! # The protocol
 //!
@@ -47,7 +48,8 @@
 //! 3. [`wait_for_light_pins`]: wait while any walker slot holds the node.
 //! 4. Unlink, take the state back, free after a grace period.
 //! 5. [`Gate::exit`]: the last one out arms a `call_rcu` that reopens the
-//!    gate if nobody entered meanwhile.
+//!    gate once nobody has entered for [`REOPEN_AFTER_QUIET`] (re-arming
+//!    itself until then).
 //!
 //! # Why step 3 sees every light pin
 //!
@@ -443,7 +445,7 @@ impl Backoff {
 /// | true | false | 0 | open: walkers take light pins |
 /// | false | false | ≥ 1 | closing: a grace period since the close is not yet over |
 /// | false | true | ≥ 1 | closed: unregisters proceed without waiting |
-/// | false | true | 0 | closed, reopening armed: a `call_rcu` reopens it unless someone enters first |
+/// | false | true | 0 | closed, reopening armed: a `call_rcu` reopens it after a quiet spell unless someone enters first |
 ///
 /// # Invariants
 ///
