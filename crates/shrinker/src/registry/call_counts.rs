@@ -100,11 +100,9 @@ struct State {
 impl Drop for State {
     fn drop(&mut self) {
         for e in self.threads.drain(..) {
-            if !e.table.is_null() {
-                // SAFETY: a listed entry owns its leaked table; the state
-                // is going away, so nobody else can reach it.
-                drop(unsafe { Box::from_raw(e.table) });
-            }
+            // SAFETY: a listed entry owns its leaked table; the state is
+            // going away, so nobody else can reach it.
+            drop(unsafe { Box::from_raw(e.table) });
         }
     }
 }
@@ -178,7 +176,8 @@ impl Owner {
             st.left.resize(n, 0);
         }
         for (l, c) in st.left.iter_mut().zip(table.counts.iter()) {
-            // Relaxed: see the module doc (we are the table's writer).
+            // Relaxed: we are the table's only bumper, and the zeroing
+            // stores it could race with are made under the mutex we hold.
             *l = l.saturating_add(c.load(Ordering::Relaxed));
         }
     }
@@ -270,43 +269,39 @@ pub(crate) fn bump(slot: u32) {
 fn bump_slow(i: usize) {
     let grown = OWNER.try_with(|owner| {
         let mut st = state();
-        let id = match owner.id.get() {
-            Some(id) => id,
-            None => {
-                let id = st.next_thread;
-                st.next_thread += 1;
-                st.threads.push(ThreadEntry {
-                    id,
-                    table: ptr::null_mut(),
-                });
-                owner.id.set(Some(id));
-                id
-            }
-        };
-        let e = st
-            .threads
-            .iter_mut()
-            .find(|e| e.id == id)
-            .expect("a registered thread is listed until it exits");
-        // SAFETY: our own entry; its table (if any) is ours, and only
-        // readers holding the mutex (which we hold) share it.
-        let old = (!e.table.is_null()).then(|| unsafe { Box::from_raw(e.table) });
+        let listed = owner
+            .id
+            .get()
+            .and_then(|id| st.threads.iter().position(|e| e.id == id));
+        // SAFETY: our own entry's table: only we replace or free it, and
+        // the others who read it hold the mutex, which we hold.
+        let old = listed.map(|k| unsafe { Box::from_raw(st.threads[k].table) });
         let old_len = old.as_ref().map_or(0, |t| t.counts.len());
         let new = Table::new((i + 1).max(old_len * 2).max(64));
         if let Some(old) = &old {
             for (n, o) in new.counts.iter().zip(old.counts.iter()) {
-                // Relaxed: we hold the mutex, the only other writers' lock.
+                // Relaxed: the other writers (zeroing) hold the mutex we hold.
                 n.store(o.load(Ordering::Relaxed), Ordering::Relaxed);
             }
         }
         drop(old);
         let c = &new.counts[i];
+        // Relaxed: a fresh table nobody else can reach before we unlock.
         c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         let fast = Fast {
             counts: new.counts.as_ptr(),
             len: new.counts.len(),
         };
-        e.table = Box::into_raw(new);
+        let table = Box::into_raw(new);
+        match listed {
+            Some(k) => st.threads[k].table = table,
+            None => {
+                let id = st.next_thread;
+                st.next_thread += 1;
+                st.threads.push(ThreadEntry { id, table });
+                owner.id.set(Some(id));
+            }
+        }
         drop(st);
         let _ = FAST.try_with(|f| f.set(fast));
     });
@@ -329,7 +324,9 @@ pub(crate) fn read(slot: u32) -> u64 {
         // SAFETY: a listed entry's table is live while we hold the mutex.
         let t = unsafe { &*e.table };
         if let Some(c) = t.counts.get(i) {
-            // Relaxed: see the module doc.
+            // Relaxed: a bump that happened-before this read is ordered
+            // before it by that happens-before edge; the owner's store it
+            // may race with is a statistic's snapshot (module doc).
             sum = sum.saturating_add(c.load(Ordering::Relaxed));
         }
     }

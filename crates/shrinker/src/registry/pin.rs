@@ -463,8 +463,9 @@ struct GateState {
     armed: bool,
     /// Bumped by every `enter`: a reopening armed before it is stale.
     generation: u64,
-    /// When the last user left (`exit` to zero users).
-    quiet_since: Option<Instant>,
+    /// When the last user left (`exit` to zero users); a reopening is
+    /// armed only by such an exit, so it is always set when one runs.
+    quiet_since: Instant,
 }
 
 /// How long the gate must see no unregister before it reopens: a quiet
@@ -496,7 +497,7 @@ impl Gate {
                 passed: false,
                 armed: false,
                 generation: 0,
-                quiet_since: None,
+                quiet_since: Instant::now(),
             }),
         })
     }
@@ -546,7 +547,7 @@ impl Gate {
         debug_assert!(st.users > 0, "Gate::exit without enter");
         st.users -= 1;
         if st.users == 0 {
-            st.quiet_since = Some(Instant::now());
+            st.quiet_since = Instant::now();
         }
         if st.users == 0 && !st.armed {
             st.armed = true;
@@ -570,9 +571,7 @@ impl Gate {
         if st.users != 0 {
             return; // the last user's `exit` arms again
         }
-        let short = st
-            .quiet_since
-            .is_some_and(|t| t.elapsed() < REOPEN_AFTER_QUIET);
+        let short = st.quiet_since.elapsed() < REOPEN_AFTER_QUIET;
         if st.generation != armed_at || short {
             st.armed = true;
             let generation = st.generation;
