@@ -11,7 +11,7 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::barrier::{BarrierMode, Mode};
+use crate::barrier::{reader_barrier, BarrierMode, Mode};
 use crate::callback::queue::Callbacks;
 use crate::registry::{ReaderLists, GP_COUNT};
 use crate::sync::{lock, AtomicU32, AtomicU64, AtomicUsize, Mutex};
@@ -124,4 +124,88 @@ pub fn barrier_mode() -> BarrierMode {
     let domain = domain();
     domain.ensure_barrier_mode();
     domain.gp.mode.get().unwrap_or(BarrierMode::Fence)
+}
+
+/// The heavy half of the process's asymmetric barrier (liburcu's
+/// `smp_mb_master`), the one grace periods use: when it returns, every
+/// thread of the process has executed a full barrier somewhere between the
+/// call and the return — with membarrier, `membarrier(PRIVATE_EXPEDITED)`;
+/// otherwise a `SeqCst` fence, which pairs with the `SeqCst` fence that
+/// [`LightBarrier::fence`] then executes.
+///
+/// For protocols of the store-buffering shape with one rare side (the
+/// caller) and one hot side (a [`LightBarrier`] user): either the caller's
+/// loads after this call see the hot side's stores before its light
+/// barrier, or the hot side's loads after its light barrier see the
+/// caller's stores before this call.
+///
+/// # Blocking
+///
+/// A system call that interrupts every running thread of the process (a
+/// few microseconds); the first call of the process may also decide the
+/// barrier mode ([`barrier_mode`]).
+pub fn heavy_barrier() {
+    let domain = domain();
+    domain.ensure_barrier_mode();
+    domain.gp.mode.master_barrier();
+}
+
+/// The light half of the process's asymmetric barrier (liburcu's
+/// `smp_mb_slave`): a compiler fence when grace periods use membarrier, a
+/// `SeqCst` fence otherwise. See [`heavy_barrier`].
+///
+/// The mode is read once, when the value is made: keep it for a loop.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// static HOT: AtomicBool = AtomicBool::new(false);
+/// static RARE: AtomicBool = AtomicBool::new(false);
+/// let light = shrinker_rcu::LightBarrier::new();
+/// // Hot side: store, light barrier, load.
+/// HOT.store(true, Ordering::Relaxed);
+/// light.fence();
+/// let _rare_seen = RARE.load(Ordering::Relaxed);
+/// // Rare side (another thread in real use): store, heavy barrier, load.
+/// RARE.store(true, Ordering::Relaxed);
+/// shrinker_rcu::heavy_barrier();
+/// assert!(HOT.load(Ordering::Relaxed));
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct LightBarrier {
+    membarrier: bool,
+}
+
+impl LightBarrier {
+    /// The light barrier of the process's mode (deciding the mode now if no
+    /// thread has used RCU yet, as [`barrier_mode`] does).
+    pub fn new() -> Self {
+        let domain = domain();
+        domain.ensure_barrier_mode();
+        LightBarrier {
+            membarrier: domain.gp.mode.is_membarrier(),
+        }
+    }
+
+    /// Execute it.
+    #[inline(always)]
+    pub fn fence(self) {
+        reader_barrier(self.membarrier);
+    }
+
+    /// Is it a compiler fence only (the heavy side uses membarrier)? For a
+    /// hot loop that specializes on it, where even the test of the mode
+    /// counts.
+    #[inline(always)]
+    #[must_use]
+    pub fn is_compiler_fence(self) -> bool {
+        self.membarrier
+    }
+}
+
+impl Default for LightBarrier {
+    fn default() -> Self {
+        Self::new()
+    }
 }

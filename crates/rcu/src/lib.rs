@@ -181,7 +181,7 @@ pub use callback::{
     call_rcu, call_rcu_lazy, call_rcu_throttled, defer_drop, defer_drop_throttled, flush_lazy,
     in_callback, lazy_pending, rcu_barrier, stats, try_flush_lazy, tunables, Stats, Tunables,
 };
-pub use domain::barrier_mode;
+pub use domain::{barrier_mode, heavy_barrier, LightBarrier};
 pub use grace::{cond_synchronize, get_state, poll_state, synchronize_rcu, GpState};
 pub use list::{Iter, ListWriter, RcuList, Removed};
 pub use ptr::{RcuPtr, Retired};

@@ -211,10 +211,21 @@ impl ShrinkControl {
         self.freed_bytes = self.freed_bytes.saturating_add(bytes);
     }
 
-    /// Bytes reported so far in this visit.
+    /// End a visit's scan calls: take the bytes they reported, and leave
+    /// the control as [`new`](Self::new) made it, so that a walk can hand
+    /// the same control to its next visit.
     #[inline]
-    pub(crate) fn freed_bytes(&self) -> usize {
-        self.freed_bytes
+    pub(crate) fn finish_scans(&mut self) -> usize {
+        self.nr_to_scan = 0;
+        self.nr_scanned = 0;
+        std::mem::take(&mut self.freed_bytes)
+    }
+
+    /// Point the control at another node (a walk's next visit: the node
+    /// that visit's shrinker is shrunk for).
+    #[inline]
+    pub(crate) fn set_node(&mut self, node: usize) {
+        self.node = node;
     }
 }
 

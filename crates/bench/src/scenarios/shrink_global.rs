@@ -157,6 +157,15 @@ impl BaseNode {
     }
 }
 
+/// The walk's priority as the baselines use it: a runtime value, as it is
+/// for `lockless` (a field of the request) and for the kernel's
+/// `shrink_slab`, not a constant the compiler could fold into the shifts of
+/// every visit (the reason `seeks` and `batch` are opaque too).
+#[inline]
+pub fn opaque_priority(priority: u8) -> u32 {
+    u32::from(std::hint::black_box(priority))
+}
+
 /// What one walk did.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Walk {
@@ -262,9 +271,10 @@ impl Design for RwlockTrylock {
         let Ok(g) = self.list.try_read() else {
             return Walk::default();
         };
+        let priority = opaque_priority(priority);
         let mut visited = 0;
         for n in g.iter() {
-            std::hint::black_box(n.do_shrink(u32::from(priority)));
+            std::hint::black_box(n.do_shrink(priority));
             visited += 1;
             // Relaxed: see `write`.
             if self.writers.load(Ordering::Relaxed) != 0 {
@@ -306,9 +316,10 @@ impl Design for SrcuStyle {
     }
     fn walk(&self, priority: u8) -> Walk {
         let g = read_lock();
+        let priority = opaque_priority(priority);
         let mut visited = 0;
         for n in self.list.iter(&g) {
-            std::hint::black_box(n.do_shrink(u32::from(priority)));
+            std::hint::black_box(n.do_shrink(priority));
             visited += 1;
         }
         Walk {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use shrinker::{GroupId, Registered, ShrinkRequest, ShrinkerBuilder, ShrinkerRegistry};
 
-use super::shrink_global::{BaseNode, Cheap};
+use super::shrink_global::{opaque_priority, BaseNode, Cheap};
 use super::Scenario;
 use crate::harness::{self, Config, Progress, Record, Report};
 
@@ -181,6 +181,7 @@ impl Design for RwlockTrylock {
             return;
         };
         let info = &r.infos[g];
+        let priority = opaque_priority(12);
         let mut freed = 0;
         'units: for (u, word) in info.map.iter().enumerate() {
             // Relaxed: the bits are set before the measurement starts.
@@ -188,7 +189,7 @@ impl Design for RwlockTrylock {
             while bits != 0 {
                 let id = u * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                freed += r.shrinkers[id].do_shrink_with(12, &info.nr_deferred[id]);
+                freed += r.shrinkers[id].do_shrink_with(priority, &info.nr_deferred[id]);
                 // Relaxed: a contention hint (`rwsem_is_contended`).
                 if self.writers.load(Ordering::Relaxed) != 0 {
                     break 'units;

@@ -61,10 +61,18 @@ pub(crate) const DEFAULT_SEEKS: u32 = 2;
 pub(crate) const SHRINK_BATCH: usize = 128;
 
 /// The two callbacks as the engine sees them: already wrapped for panics and
-/// statistics by the caller.
+/// statistics by the caller; and where a visit that scanned is recorded.
 pub(crate) trait Callee {
     fn count(&mut self, sc: &ShrinkControl) -> Count;
     fn scan(&mut self, sc: &mut ShrinkControl) -> Scan;
+    /// The shrinker's `seeks` and `batch` (`batch > 0`). Read after
+    /// `count`: a caller that read them before would keep them live
+    /// across the callout.
+    fn shape(&self) -> (u32, usize);
+    /// A visit that called `scan` ended with `outcome` (called once, after
+    /// step 6). A visit that did not scan did no work to record: the
+    /// common visit of a gentle walk returns without a test of its outcome.
+    fn settle(&mut self, outcome: &Outcome);
 }
 
 /// What one `do_shrink_slab` did.
@@ -84,6 +92,18 @@ pub(crate) struct Outcome {
     pub(crate) next_deferred: usize,
 }
 
+/// Step 1's outcome for `Count::Empty`. Cold, and out of line: a walk that
+/// ignores `empty` would otherwise merge the two early returns of step 1
+/// into one test computed with flag arithmetic.
+#[cold]
+#[inline(never)]
+fn empty() -> Outcome {
+    Outcome {
+        empty: true,
+        ..Outcome::default()
+    }
+}
+
 /// Step 3: the new work this call brings.
 ///
 /// `DEFAULT_SEEKS` takes a shift instead of the 64-bit division, which costs
@@ -98,28 +118,26 @@ pub(crate) fn delta(freeable: usize, priority: u32, seeks: u32) -> usize {
     }
 }
 
-/// Steps 1–6 (see the module documentation).
+/// Steps 1–6 (see the module documentation). `sc` comes with nothing to
+/// scan, and is left so (a walk hands one control to all its visits).
 #[inline(always)]
 pub(crate) fn do_shrink_slab(
     callee: &mut impl Callee,
     sc: &mut ShrinkControl,
     priority: u32,
-    seeks: u32,
-    batch: usize,
     nr_deferred: &AtomicUsize,
 ) -> Outcome {
-    debug_assert!(priority <= u32::from(DEF_PRIORITY) && batch > 0);
+    debug_assert!(priority <= u32::from(DEF_PRIORITY));
     // 1.
     let freeable = match callee.count(sc) {
-        Count::Empty => {
-            return Outcome {
-                empty: true,
-                ..Outcome::default()
-            }
-        }
-        Count::Objects(0) => return Outcome::default(),
         Count::Objects(n) => n,
+        Count::Empty => return empty(),
     };
+    if freeable == 0 {
+        return Outcome::default();
+    }
+    let (seeks, batch) = callee.shape();
+    debug_assert!(batch > 0);
     // 2. Relaxed: see the module's "Ordering". A load first: when nothing
     // is deferred (the common case of a gentle walk) the visit writes
     // nothing to the shrinker's line, which other walkers read; the
@@ -135,10 +153,24 @@ pub(crate) fn do_shrink_slab(
     // 4.
     let cap = freeable.saturating_mul(2);
     let mut total_scan = (nr >> priority).saturating_add(delta).min(cap);
-    // 5.
+    // 5. (Step 6 is written out in both branches, so that the common
+    // visit that scans nothing has nothing to settle.)
+    if total_scan < batch && total_scan < freeable {
+        // 6., with nothing scanned.
+        let next_deferred = nr.saturating_add(delta).min(cap);
+        if next_deferred > 0 {
+            // Relaxed: see the module's "Ordering".
+            nr_deferred.fetch_add(next_deferred, Ordering::Relaxed);
+        }
+        return Outcome {
+            nr,
+            next_deferred,
+            ..Outcome::default()
+        };
+    }
     let mut freed = 0usize;
     let mut scanned = 0usize;
-    while total_scan >= batch || total_scan >= freeable {
+    loop {
         sc.prepare_scan(batch.min(total_scan));
         match callee.scan(sc) {
             Scan::Stop => break,
@@ -150,21 +182,28 @@ pub(crate) fn do_shrink_slab(
             break; // "Deviations" above.
         }
         total_scan -= done;
+        if total_scan < batch && total_scan < freeable {
+            break;
+        }
     }
+    // Leaves `sc` as it came (a count call never changes it).
+    let freed_bytes = sc.finish_scans();
     // 6.
     let next_deferred = nr.saturating_add(delta).saturating_sub(scanned).min(cap);
     if next_deferred > 0 {
         // Relaxed: see the module's "Ordering".
         nr_deferred.fetch_add(next_deferred, Ordering::Relaxed);
     }
-    Outcome {
+    let outcome = Outcome {
         empty: false,
         freed,
-        freed_bytes: sc.freed_bytes(),
+        freed_bytes,
         scanned,
         nr,
         next_deferred,
-    }
+    };
+    callee.settle(&outcome);
+    outcome
 }
 
 #[cfg(all(test, not(loom)))]
@@ -179,6 +218,8 @@ mod tests {
         scan_script: Vec<Scan>,
         scanned_override: Option<usize>,
         asked: Vec<usize>,
+        settled: Vec<Outcome>,
+        seeks: u32,
     }
 
     impl Script {
@@ -188,6 +229,8 @@ mod tests {
                 scan_script: Vec::new(),
                 scanned_override: None,
                 asked: Vec::new(),
+                settled: Vec::new(),
+                seeks: DEFAULT_SEEKS,
             }
         }
     }
@@ -207,11 +250,39 @@ mod tests {
                 self.scan_script.remove(0)
             }
         }
+        fn shape(&self) -> (u32, usize) {
+            (self.seeks, SHRINK_BATCH)
+        }
+        fn settle(&mut self, o: &Outcome) {
+            self.settled.push(*o);
+        }
     }
 
+    /// One visit; checks the contract every caller relies on: a visit
+    /// that called `scan` is settled once with its outcome, one that did
+    /// not is not settled; the control is left with nothing to scan.
     fn run(s: &mut Script, priority: u32, seeks: u32, deferred: &AtomicUsize) -> Outcome {
         let mut sc = ShrinkControl::new(0, GroupId::ROOT);
-        do_shrink_slab(s, &mut sc, priority, seeks, SHRINK_BATCH, deferred)
+        let (asked, settled) = (s.asked.len(), s.settled.len());
+        s.seeks = seeks;
+        let o = do_shrink_slab(s, &mut sc, priority, deferred);
+        if s.asked.len() > asked {
+            assert_eq!(
+                s.settled.len(),
+                settled + 1,
+                "a visit that scanned is settled once"
+            );
+            assert_eq!(s.settled.last(), Some(&o));
+        } else {
+            assert_eq!(
+                s.settled.len(),
+                settled,
+                "a visit that did not scan is not settled"
+            );
+        }
+        assert_eq!((sc.nr_to_scan(), sc.nr_scanned()), (0, 0));
+        assert_eq!(sc.finish_scans(), 0, "the visit's bytes were taken");
+        o
     }
 
     #[test]

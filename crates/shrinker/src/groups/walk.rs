@@ -245,7 +245,8 @@ impl Groups {
                     };
                     let deferred = &deferred_unit.nr_deferred[bit];
                     let light = pinned.is_light();
-                    let mut out = node.shrink_pinned(nid, group, priority, light, deferred);
+                    let mut out =
+                        node.shrink_pinned(nid, group, priority, light, deferred, &mut freed);
                     if out.empty {
                         // 5. The walker half of the handshake (module doc):
                         //
@@ -259,13 +260,10 @@ impl Groups {
                         unit.map.fetch_and(!m, Ordering::Relaxed);
                         // SeqCst: pairs with the fence in set_shrinker_bit.
                         fence(Ordering::SeqCst);
-                        out = node.shrink_pinned(nid, group, priority, light, deferred);
+                        out = node.shrink_pinned(nid, group, priority, light, deferred, &mut freed);
                         if !out.empty {
                             unit.set(bit);
                         }
-                    }
-                    if out.scanned > 0 || out.freed > 0 || out.freed_bytes > 0 {
-                        freed = freed.saturating_add(node.account(&out));
                     }
                     // 6. Re-enter before unpinning.
                     guard = read_lock();

@@ -17,12 +17,21 @@
 //! shrinkers in a loop: 65 % of the time in `malloc`/`free`, a quarter of
 //! it in `posix_memalign` alone.
 //!
-//! A [`Recycler`] keeps up to `cap` freed allocations on a mutex-guarded
-//! stack. [`Recycler::boxed`] pops one (or allocates) and writes the value
-//! in; [`Recycler::recycle`] drops a value in place and pushes its memory
-//! (or frees it when the stack is full). Memory held is bounded by `cap`
-//! objects; the stack is never shrunk below what it holds, as a slab cache
-//! is not.
+//! A [`Recycler`] keeps up to `cap` freed allocations in a mutex-guarded
+//! queue. [`Recycler::boxed`] takes the oldest (or allocates) and writes the
+//! value in; [`Recycler::recycle`] drops a value in place and queues its
+//! memory (or frees it when the queue is full). Memory held is bounded by
+//! `cap` objects; the queue is never shrunk below what it holds, as a slab
+//! cache is not.
+//!
+//! Oldest first, not a stack: a burst of registrations then gets the
+//! memory of an earlier burst's objects in the order they were freed,
+//! which is the order they were registered, so a list walked in
+//! registration order keeps the address order a fresh allocation would
+//! give it. With a stack the recycled part of the list ran backwards
+//! through memory, and a quiet walk over 4,000 shrinkers, 1,024 of them
+//! recycled, cost 5.9–6.3 ns per shrinker against 5.2–5.8 on fresh
+//! objects (medians of 11–15 interleaved runs each); oldest first, 5.8.
 //!
 //! Every allocation it hands out or takes back has the layout of `T` and
 //! comes from the global allocator, so a `Box<T>` built on it may also be
@@ -30,6 +39,7 @@
 //! a `Box<T>` that was allocated the ordinary way.
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
+use std::collections::VecDeque;
 use std::ptr::NonNull;
 
 use crate::sync::{lock, Mutex};
@@ -41,9 +51,9 @@ struct Free<T>(NonNull<T>);
 // the pointer between threads moves that ownership.
 unsafe impl<T> Send for Free<T> {}
 
-/// A bounded stack of freed `T` allocations (module doc).
+/// A bounded queue of freed `T` allocations (module doc).
 pub(crate) struct Recycler<T> {
-    free: Mutex<Vec<Free<T>>>,
+    free: Mutex<VecDeque<Free<T>>>,
     cap: usize,
 }
 
@@ -51,7 +61,7 @@ impl<T> Recycler<T> {
     /// A recycler keeping at most `cap` freed allocations.
     pub(crate) const fn new(cap: usize) -> Self {
         Recycler {
-            free: Mutex::new(Vec::new()),
+            free: Mutex::new(VecDeque::new()),
             cap,
         }
     }
@@ -60,13 +70,13 @@ impl<T> Recycler<T> {
     ///
     /// # Blocking
     ///
-    /// Takes the recycler's mutex for one pop.
+    /// Takes the recycler's mutex for one dequeue.
     pub(crate) fn boxed(&self, value: T) -> Box<T> {
         let layout = Layout::new::<T>();
         if layout.size() == 0 {
             return Box::new(value);
         }
-        let p = match lock(&self.free).pop() {
+        let p = match lock(&self.free).pop_front() {
             Some(Free(p)) => p,
             None => {
                 // SAFETY: `layout` has a non-zero size (checked above).
@@ -93,7 +103,7 @@ impl<T> Recycler<T> {
     ///
     /// # Blocking
     ///
-    /// Takes the recycler's mutex for one push.
+    /// Takes the recycler's mutex for one enqueue.
     pub(crate) unsafe fn recycle(&self, p: NonNull<T>) {
         let layout = Layout::new::<T>();
         if layout.size() == 0 {
@@ -105,7 +115,7 @@ impl<T> Recycler<T> {
         unsafe { p.as_ptr().drop_in_place() };
         let mut free = lock(&self.free);
         if free.len() < self.cap {
-            free.push(Free(p));
+            free.push_back(Free(p));
         } else {
             drop(free);
             // SAFETY: from the global allocator with `layout` (contract),
@@ -124,7 +134,7 @@ impl<T> Drop for Recycler<T> {
         };
         for Free(p) in free.drain(..) {
             // SAFETY: every cached pointer is an allocation of `layout`
-            // from the global allocator, owned by the stack.
+            // from the global allocator, owned by the queue.
             unsafe { dealloc(p.as_ptr().cast(), layout) };
         }
     }
@@ -161,6 +171,28 @@ mod tests {
         // An ordinary drop of a recycled box frees it the ordinary way.
         drop(b);
         assert_eq!(drops.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn allocations_come_back_oldest_first() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let r = Recycler::<Counted>::new(8);
+        let freed: Vec<_> = (0..3)
+            .map(|_| Box::into_raw(Box::new(Counted(drops.clone(), [0; 100]))))
+            .collect();
+        for &p in &freed {
+            // SAFETY: from `Box::new`, given up here.
+            unsafe { r.recycle(NonNull::new(p).unwrap()) };
+        }
+        let again: Vec<_> = (0..3)
+            .map(|_| Box::into_raw(r.boxed(Counted(drops.clone(), [0; 100]))))
+            .collect();
+        assert_eq!(again, freed, "in the order they were freed");
+        for p in again {
+            // SAFETY: from `boxed`, given up here.
+            drop(unsafe { Box::from_raw(p) });
+        }
+        assert_eq!(drops.load(Ordering::Relaxed), 6);
     }
 
     #[test]

@@ -239,24 +239,18 @@ pub(crate) fn release(slot: u32) {
 #[inline]
 pub(crate) fn bump(slot: u32) {
     let i = slot as usize;
-    let hit = FAST
-        .try_with(|f| {
-            let Fast { counts, len } = f.get();
-            if i < len {
-                // SAFETY: `counts` points to this thread's live table of
-                // `len` counters: only this thread replaces or frees it
-                // (`grow`, `Owner::drop`, which clears `FAST` first).
-                let c = unsafe { &*counts.add(i) };
-                // Relaxed load + store, not `fetch_add`: this thread is the
-                // counter's only writer while it may bump (module doc).
-                c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-                true
-            } else {
-                false
-            }
-        })
-        .unwrap_or(false);
-    if !hit {
+    // `Cell::get` of a const thread-local: no lazy initialisation, no
+    // closure state; a torn-down `FAST` reads as an empty table.
+    let Fast { counts, len } = FAST.try_with(Cell::get).unwrap_or(Fast::NONE);
+    if i < len {
+        // SAFETY: `counts` points to this thread's live table of `len`
+        // counters: only this thread replaces or frees it (`grow`,
+        // `Owner::drop`, which clears `FAST` first).
+        let c = unsafe { &*counts.add(i) };
+        // Relaxed load + store, not `fetch_add`: this thread is the
+        // counter's only writer while it may bump (module doc).
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    } else {
         bump_slow(i);
     }
 }

@@ -19,26 +19,31 @@
 //! # The walk (`shrink_slab`, Linux 6.7)
 //!
 //! 1. Enter a read section; load `head`.
-//! 2. For each node, pin it: with a *light pin* (a store to this thread's
-//!    own slot) while the registry's gate is open, with `try_get` while it is
-//!    closed (registry/pin.rs). On failure (being registered or unregistered) read
-//!    `next` and go on: still inside the section.
-//! 3. Pinned: leave the read section. The callbacks may block.
+//! 2. While the registry's gate is open (nobody unregistering lately), take
+//!    a *walk pin* (a store to this thread's own slot, registry/pin.rs) and
+//!    leave the section: the **fast phase**. It keeps every linked node
+//!    linked, so the walk goes on with no read section and no pin per
+//!    node: skip a node whose count is zero (being registered or
+//!    unregistered), call it out (4), read `next`. A walker that sees the
+//!    gate closed enters a read section, lets the walk pin go, and goes on
+//!    from the node it stands on with step 3's refcount pins.
+//! 3. Gate closed, per node: pin it with `try_get` (Linux 6.7). On failure
+//!    read `next` and go on, still inside the section. Pinned: leave the
+//!    read section (the callbacks may block), call out (4), re-enter a read
+//!    section, *then* `put`: the pin kept the node linked, and from here
+//!    the section keeps it (and the successor we are about to read)
+//!    allocated (registry/object.rs has the argument). Read `next`; back to
+//!    2 (the gate may have reopened).
 //! 4. `do_shrink_slab` (engine/mod.rs), with this thread marked "inside" the
 //!    shrinker so that a callback that unregisters it panics instead of
 //!    waiting for itself.
-//! 5. Re-enter a read section, *then* unpin (clear the slot, or `put`): the
-//!    pin kept the node linked, and from here the section keeps it (and the
-//!    successor we are about to read) allocated. See registry/object.rs for the
-//!    argument.
-//! 6. Read `next` and continue at 2.
 //!
 //! Registration and unregistration serialize on the mutex among themselves
 //! only: a walk takes no lock, never waits for them and is never refused
 //! (the pre-6.7 `down_read_trylock` gave up whenever a registration held the
-//! lock). Unregistration waits only for the pins of its own shrinker, and,
-//! the first time after a quiet spell, for one grace period to close the
-//! gate.
+//! lock). Unregistration waits for the pins of its own shrinker, and, the
+//! first time after a quiet spell, for one grace period to close the gate
+//! and for each fast-phase walker to finish the callout it is in.
 //!
 //! # Pin choice: refcount under churn, light pins when quiet
 //!
@@ -46,7 +51,8 @@
 //! shrinker visited, which on this project's 2-CPU VM made a quiet walk over
 //! 4,000 cheap shrinkers 3.6–4.3× the cost of the pre-6.7 rwlock walk (one
 //! lock per *walk*). Only unregister ever reads the count, so while nobody
-//! unregisters the walk takes light pins instead, and the first unregister
+//! unregisters the walk takes one walk pin on the whole registry instead
+//! (the group walk a light pin per shrinker), and the first unregister
 //! closes the gate (the kernel's `rcu_sync`, as in `percpu_rw_semaphore`):
 //! registry/pin.rs has the protocol and the proof. Under register churn the gate
 //! stays closed, so unregister waits for no grace period there, which is
@@ -244,7 +250,7 @@ impl ShrinkerRegistry {
     #[track_caller]
     pub fn shrink(&self, req: &ShrinkRequest) -> Result<usize, ShrinkError> {
         walk::assert_not_in_read_section("ShrinkerRegistry::shrink");
-        self.shrink_accounted_until(req, &NEVER)
+        self.shrink_accounted_until(req, &walk::NEVER)
             .map(|f| usize::try_from(f.objects).unwrap_or(usize::MAX))
     }
 
@@ -289,7 +295,7 @@ impl ShrinkerRegistry {
     #[track_caller]
     pub fn shrink_accounted(&self, req: &ShrinkRequest) -> Result<Freed, ShrinkError> {
         walk::assert_not_in_read_section("ShrinkerRegistry::shrink_accounted");
-        self.shrink_accounted_until(req, &NEVER)
+        self.shrink_accounted_until(req, &walk::NEVER)
     }
 
     /// The walk behind [`shrink_accounted`](Self::shrink_accounted), which
@@ -715,6 +721,3 @@ impl RegistryBuilder {
 
 #[cfg(all(test, not(loom)))]
 mod tests;
-
-/// The stop flag of a walk that is never stopped.
-static NEVER: AtomicBool = AtomicBool::new(false);

@@ -285,26 +285,6 @@ impl ShrinkerObject {
         }
     }
 
-    /// What a visit freed, in objects and bytes: the bytes its scans
-    /// reported, else its objects times the declared size, else unsized.
-    #[inline]
-    pub(crate) fn account(&self, o: &Outcome) -> Freed {
-        let objects = o.freed as u64;
-        let (bytes, unsized_objects) = if o.freed_bytes > 0 {
-            (o.freed_bytes as u64, 0)
-        } else if self.object_bytes > 0 {
-            (objects.saturating_mul(self.object_bytes as u64), 0)
-        } else {
-            (0, objects)
-        };
-        Freed {
-            objects,
-            bytes,
-            unsized_objects,
-            scanned: o.scanned as u64,
-        }
-    }
-
     /// The node index a request for `node` uses: its own for a NUMA-aware
     /// shrinker, 0 otherwise (`do_shrink_slab`: `if (!(shrinker->flags &
     /// SHRINKER_NUMA_AWARE)) nid = 0;`).
@@ -338,9 +318,24 @@ impl ShrinkerObject {
         priority: u8,
         light: bool,
         deferred: &AtomicUsize,
+        freed: &mut Freed,
     ) -> Outcome {
-        let nid = self.effective_node(node);
-        let mut sc = ShrinkControl::new(nid, group);
+        let mut sc = ShrinkControl::new(self.effective_node(node), group);
+        self.shrink_with(&mut sc, priority, light, deferred, freed)
+    }
+
+    /// [`shrink_pinned`](Self::shrink_pinned) with the caller's control,
+    /// already pointed at [`effective_node`](Self::effective_node) and the
+    /// group, with nothing to scan; it is left so.
+    #[inline(always)]
+    pub(crate) fn shrink_with(
+        &self,
+        sc: &mut ShrinkControl,
+        priority: u8,
+        light: bool,
+        deferred: &AtomicUsize,
+        freed: &mut Freed,
+    ) -> Outcome {
         let frame;
         let _mark = if light {
             None
@@ -348,24 +343,46 @@ impl ShrinkerObject {
             frame = Frame::new(self);
             Some(Mark::enter(&frame))
         };
-        let outcome = engine::do_shrink_slab(
-            &mut Caller { node: self },
-            &mut sc,
+        engine::do_shrink_slab(
+            &mut Visiting {
+                caller: Caller { node: self },
+                freed,
+            },
+            sc,
             u32::from(priority),
-            self.seeks,
-            self.batch,
             deferred,
-        );
-        if outcome.scanned > 0 || outcome.freed > 0 {
-            // Relaxed: see `CallStats`.
-            self.stats
-                .scanned
-                .fetch_add(outcome.scanned as u64, Ordering::Relaxed);
-            self.stats
-                .freed
-                .fetch_add(outcome.freed as u64, Ordering::Relaxed);
+        )
+    }
+
+    /// Settle a visit that scanned (the engine's [`Callee::settle`]): add
+    /// it to the shrinker's statistics and say what it freed.
+    ///
+    /// Out of line and cold, taking the three figures it needs in
+    /// registers: a gentle walk's visits scan nothing, and the walk's loop
+    /// then neither stores an outcome nor keeps one live across its
+    /// callouts.
+    #[cold]
+    #[inline(never)]
+    fn settle(&self, scanned: usize, freed: usize, freed_bytes: usize) -> Freed {
+        // Relaxed: see `CallStats`.
+        self.stats
+            .scanned
+            .fetch_add(scanned as u64, Ordering::Relaxed);
+        self.stats.freed.fetch_add(freed as u64, Ordering::Relaxed);
+        let objects = freed as u64;
+        let (bytes, unsized_objects) = if freed_bytes > 0 {
+            (freed_bytes as u64, 0)
+        } else if self.object_bytes > 0 {
+            (objects.saturating_mul(self.object_bytes as u64), 0)
+        } else {
+            (0, objects)
+        };
+        Freed {
+            objects,
+            bytes,
+            unsized_objects,
+            scanned: scanned as u64,
         }
-        outcome
     }
 
     /// One `count` by hand (debugfs `count`). The caller holds a pin.
@@ -476,7 +493,7 @@ impl Caller<'_> {
     }
 }
 
-impl Callee for Caller<'_> {
+impl Caller<'_> {
     #[inline]
     fn count(&mut self, sc: &ShrinkControl) -> Count {
         self.node.count_calls_bump();
@@ -506,6 +523,36 @@ impl Callee for Caller<'_> {
                 Scan::Stop
             }
         }
+    }
+}
+
+/// A walk's visit as the engine sees it: the callbacks through [`Caller`],
+/// and what the visit freed added to the walk's total.
+struct Visiting<'a> {
+    caller: Caller<'a>,
+    freed: &'a mut Freed,
+}
+
+impl Callee for Visiting<'_> {
+    #[inline]
+    fn count(&mut self, sc: &ShrinkControl) -> Count {
+        self.caller.count(sc)
+    }
+
+    #[inline]
+    fn scan(&mut self, sc: &mut ShrinkControl) -> Scan {
+        self.caller.scan(sc)
+    }
+
+    #[inline]
+    fn shape(&self) -> (u32, usize) {
+        (self.caller.node.seeks, self.caller.node.batch)
+    }
+
+    #[inline]
+    fn settle(&mut self, o: &Outcome) {
+        let f = self.caller.node.settle(o.scanned, o.freed, o.freed_bytes);
+        *self.freed = self.freed.saturating_add(f);
     }
 }
 

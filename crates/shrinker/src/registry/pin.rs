@@ -19,7 +19,7 @@
 //!
 //! | gate | walker pins with | cost per visit | unregister (and `remove_group`) |
 //! |---|---|---|---|
-//! | **fast** (nobody unregistering or removing a group lately) | a *light pin*: a plain store of the shrinker's (the group's) address in the thread's own [`WalkerSlot`] | two plain stores to a line only this thread writes | must first close the gate: [`Gate::enter`] waits for one grace period |
+//! | **fast** (nobody unregistering or removing a group lately) | the global walk: one *walk pin* on the registry for the whole walk ("Walk pins" below); the group walk: a *light pin*, a plain store of the shrinker's (the group's) address in the thread's own [`WalkerSlot`] | walk pin: a load of the gate and a plain store, no read section; light pin: two plain stores to a line only this thread writes | must first close the gate: [`Gate::enter`] waits for one grace period, then for walkers to let their walk pins go |
 //! | **slow** (an unregister or a group removal is running, or ended less than [`REOPEN_AFTER_QUIET`], 20 ms, ago) | the refcount (`try_get` / `put`), as in Linux 6.7 | two RMWs on the shrinker's (group's) line | waits for nothing but its own pins, as in Linux 6.7 |
 //!
 //! Under register or group churn the gate stays slow (each `exit` restarts
@@ -31,7 +31,8 @@
 //!
 //! # The protocol
 //!
-//! Walker, per visit (`ShrinkerRegistry::shrink_global`):
+//! Walker with a light pin, per visit (the group walk, `groups/walk.rs`;
+//! the global walk takes a walk pin instead, "Walk pins" below):
 //!
 //! 1. Inside a read section: load the gate (`fast`).
 //! 2. Fast: store the node's address in this thread's slot, then check the
@@ -45,7 +46,9 @@
 //! 1. [`Gate::enter`]: unless the gate is already slow and a grace period
 //!    has passed since it closed, store `fast = false` and `synchronize_rcu`.
 //! 2. Put the initial reference and wait for refcount pins (Linux 6.7).
-//! 3. [`wait_for_light_pins`]: wait while any walker slot holds the node.
+//! 3. [`wait_for_walkers`]: wait while another thread's slot holds a walk
+//!    pin on the registry; then [`wait_for_light_pins`]: wait while any
+//!    walker slot holds the node.
 //! 4. Unlink, take the state back, free after a grace period.
 //! 5. [`Gate::exit`]: the last one out arms a `call_rcu` that reopens the
 //!    gate once nobody has entered for [`REOPEN_AFTER_QUIET`] (re-arming
@@ -73,6 +76,80 @@
 //! A light pin is never taken by a nested walk (a callback that shrinks):
 //! the thread's slot is busy (either field set), so the inner walk uses
 //! refcount pins.
+//!
+//! # Walk pins
+//!
+//! A light pin still costs the global walk a read section left and
+//! re-entered around every callout, and a pin and an unpin: a third of a
+//! visit to a cheap shrinker. So while the gate is open the global walk
+//! (`registry/walk.rs`, its *fast phase*) pins the whole *registry* instead,
+//! with no read section: the *walk pin*, the slot's third field, names the
+//! registry's gate. This is `percpu_rw_semaphore`'s reader side for the
+//! walk, except that an unregister never waits for another shrinker's
+//! callback: only for each walker to reach its next callout.
+//!
+//! Walker (fast phase):
+//!
+//! 1. Inside a read section, load the gate (Acquire); if open, store the
+//!    gate in `walking` (`begin_walk`) and leave the section.
+//! 2. Per shrinker `p` reached through the list: skip it if its count is
+//!    zero; else store `p` in `pinned` (a light pin on it) and set
+//!    `in_callout` (Release, `enter_callout`), call out, clear `in_callout`
+//!    (Release, `leave_callout`: the mark goes, the light pin on `p`
+//!    stays).
+//! 3. Light barrier (a compiler fence with membarrier), then load the gate
+//!    (Acquire). Open: read `p`'s `next` and go on at 2. Closed: enter a
+//!    read section, clear both fields (Release, `end_walk`), read `next`
+//!    inside it and go on with refcount pins.
+//! 4. At the end of the list, `end_walk`.
+//!
+//! Unregister, after [`Gate::enter`] (its closing store) and its refcount
+//! wait, [`wait_for_walkers`]: list the other threads' slots whose
+//! `walking` names this gate; if any, a heavy barrier (membarrier); then
+//! wait until each lets go or shows `in_callout` (Acquire). Then
+//! [`wait_for_light_pins`], then unlink.
+//!
+//! **Why a walker never reaches a freed shrinker.**
+//!
+//! * *No unlink gets past a walker between callouts.* The walk pin is
+//!   taken in a read section that saw the gate open, so by the argument of
+//!   step 3 above an unregister that closes the gate later lists it; one
+//!   that found the gate already closed comes after the one that closed it
+//!   (the gate mutex), which listed it. An unregister then waits while the
+//!   mark is clear, so it unlinks nothing while the walker reads links and
+//!   counts between two callouts; `enter_callout`'s Release makes those
+//!   reads happen-before the unlink.
+//! * *A walker that a waiter let through sees the gate closed after its
+//!   callout.* Store-buffering: the walker stores (clears the mark), light
+//!   barrier, loads the gate; unregister stores (closes the gate), heavy
+//!   barrier, loads the mark. They cannot both read the old value: a waiter
+//!   that saw the mark set makes the walker's gate load after the callout
+//!   read "closed" — or a reopening since, whose Release store follows
+//!   every unlink of the waiters it let through (they `exit` after their
+//!   unlink, under the gate mutex the reopening takes), and the Acquire
+//!   load then sees those unlinks when it reads `next`. (The loom model
+//!   `walk_pin_taken_as_the_gate_reopens` found the reopening case with a
+//!   Relaxed load.) A walker that sees it closed enters a read section
+//!   while its light pin still keeps `p` linked, and `p` and its successor
+//!   stay allocated until the section ends.
+//! * *Every unlink before the walk pin was taken is visible to the walk.*
+//!   The gate reopens only after each unregister's `exit`, which follows
+//!   its unlink; the walker's Acquire load of the open gate pairs with the
+//!   reopening's Release store.
+//!
+//! **Its own thread.** A callback called by the fast phase may unregister
+//! another shrinker of the same registry. That unregister finds its own
+//! thread's slot in a callout, so it does not wait for it (it would wait
+//! for itself), and after the callout the walker reads `next` in program
+//! order after the unlink. A callback unregistering its *own* shrinker
+//! still panics: `pinned` names the shrinker being called.
+//!
+//! **What it costs unregister.** The first unregister after a quiet spell
+//! waits, besides its grace period, until each walker of the registry is in
+//! a callout or done: never for a callback to return (the liveness test
+//! `blocked_scan_blocks_only_its_own_unregister` blocks one forever). Under
+//! churn the gate stays closed, walkers take refcount pins, and the list
+//! shows no walk pin, so no heavy barrier is paid.
 //!
 //! # Light group pins
 //!
@@ -139,6 +216,12 @@ use crate::sync::{lock, AtomicBool, AtomicPtr, Mutex, Ordering};
 pub(crate) struct WalkerSlot {
     pinned: AtomicPtr<ShrinkerObject>,
     group: AtomicPtr<()>,
+    /// The walk pin: the gate of the registry whose list this thread walks
+    /// with no read section ("Walk pins" in the module doc); null when none.
+    walking: AtomicPtr<Gate>,
+    /// Set while the fast phase holding the walk pin calls out to the
+    /// shrinker `pinned` names: an unregister need not wait for it then.
+    in_callout: AtomicBool,
 }
 
 impl WalkerSlot {
@@ -146,15 +229,65 @@ impl WalkerSlot {
         WalkerSlot {
             pinned: AtomicPtr::new(ptr::null_mut()),
             group: AtomicPtr::new(ptr::null_mut()),
+            walking: AtomicPtr::new(ptr::null_mut()),
+            in_callout: AtomicBool::new(false),
         }
     }
 
-    /// Is the slot free (no light pin held by an outer walk)?
+    /// Is the slot free (no light pin or walk pin held by an outer walk)?
     #[inline]
     pub(crate) fn is_free(&self) -> bool {
-        // Relaxed (both): only this thread writes its slot.
+        // Relaxed (all): only this thread writes its slot.
         self.pinned.load(Ordering::Relaxed).is_null()
             && self.group.load(Ordering::Relaxed).is_null()
+            && self.walking.load(Ordering::Relaxed).is_null()
+    }
+
+    /// Global walk, fast phase step 1: take the walk pin on the registry of
+    /// `gate`. The caller is inside the read section in which
+    /// [`Gate::is_open`] returned true ("Walk pins" in the module doc).
+    #[inline]
+    pub(crate) fn begin_walk(&self, gate: &Gate) {
+        // Relaxed: ordered before unregister's scan by the read section it
+        // runs in and the grace period of `Gate::enter`, as `pin`.
+        self.walking
+            .store(ptr::from_ref(gate).cast_mut(), Ordering::Relaxed);
+    }
+
+    /// Global walk, fast phase: call out to `node`: a light pin on it, and
+    /// the mark that lets an unregister stop waiting for this walk pin
+    /// ("Walk pins" in the module doc).
+    #[inline]
+    pub(crate) fn enter_callout(&self, node: *const ShrinkerObject) {
+        // Release: it also drops the light pin on the shrinker called
+        // before: that callout happens-before an unregister of it that
+        // sees the pin moved (Acquire).
+        self.pinned.store(node.cast_mut(), Ordering::Release);
+        // Release: the walk's reads of the list so far, and the light pin,
+        // happen-before an unregister that sees the mark and unlinks.
+        self.in_callout.store(true, Ordering::Release);
+    }
+
+    /// Global walk, fast phase: the callout returned. The slot keeps the
+    /// light pin, without the mark; the caller then executes its light
+    /// barrier and checks the gate.
+    #[inline]
+    pub(crate) fn leave_callout(&self) {
+        // Release: the store-buffering pair's store (module doc), after
+        // the callout's accesses (the light pin's own release is
+        // `end_walk`'s or the next `enter_callout`'s).
+        self.in_callout.store(false, Ordering::Release);
+    }
+
+    /// Drop the walk pin and the light pin (end of the fast phase). The
+    /// caller is inside a read section, unless the walk is over.
+    #[inline]
+    pub(crate) fn end_walk(&self) {
+        // Release (both): pair with the Acquire loads in
+        // `wait_for_walkers` and `wait_for_light_pins`: every access of the
+        // fast phase happens-before the unlink that follows the wait.
+        self.pinned.store(ptr::null_mut(), Ordering::Release);
+        self.walking.store(ptr::null_mut(), Ordering::Release);
     }
 
     /// Walker step 2: take a light pin on `node`. The caller is inside a
@@ -377,13 +510,74 @@ pub(crate) fn holds_light_group_pin<G>(group: *const G) -> bool {
 /// Unregister step 3: wait until no walker holds a light pin on `node`.
 /// The caller has entered the gate.
 pub(crate) fn wait_for_light_pins(node: *const ShrinkerObject) {
-    wait_until_released(|s| &s.pinned, node);
+    // Acquire (both loads): pairs with `unpin`'s, `end_walk`'s and the next
+    // `enter_callout`'s Release: a slot already clear needs no wait, and
+    // the callout must happen-before us.
+    let holds = |s: &WalkerSlot| ptr::eq(s.pinned.load(Ordering::Acquire), node);
+    let holders: Vec<Arc<WalkerSlot>> = lock(&SLOTS).iter().filter(|s| holds(s)).cloned().collect();
+    for slot in holders {
+        let mut backoff = Backoff::default();
+        // No ABA: the gate is closed, and no fast phase still holds a walk
+        // pin on this registry outside a callout (`wait_for_walkers` came
+        // first), so no slot takes a new light pin on `node`.
+        while holds(&slot) {
+            backoff.wait();
+        }
+    }
 }
 
 /// Group removal step 2: wait until no walker holds a light pin on
 /// `group`. The caller has entered the gate.
 pub(crate) fn wait_for_light_group_pins<G>(group: *const G) {
     wait_until_released(|s| &s.group, group.cast());
+}
+
+/// Unregister step 2c: wait until no other thread's fast phase can still
+/// reach a shrinker of the registry of `gate` without seeing the gate
+/// closed: each slot that holds a walk pin on it must let it go or be
+/// calling out (`in_callout`). The caller has entered the gate (its
+/// closing store comes before).
+///
+/// Not until the walk ends, and not even until the callout returns: a
+/// walker in a callout checks the gate after it (behind its light barrier)
+/// and, seeing it closed as the heavy barrier here guarantees, goes on
+/// from a read section. So an unregister never waits for another
+/// shrinker's callback (a callback may block on anything, even on a lock
+/// the unregistering thread holds), only for a walker to reach its next
+/// callout or its end.
+///
+/// The calling thread's own walk pin, if any, is no exception: it is held
+/// by a walk calling out to a shrinker whose callback is unregistering
+/// another one, so its slot shows `in_callout`.
+pub(crate) fn wait_for_walkers(gate: &Gate) {
+    let target = ptr::from_ref(gate);
+    // Acquire: pairs with `end_walk`'s Release (a walk pin already let go
+    // needs no wait, and its walk must happen-before the unlink).
+    let walking = |s: &WalkerSlot| ptr::eq(s.walking.load(Ordering::Acquire), target);
+    let holders: Vec<Arc<WalkerSlot>> = lock(&SLOTS)
+        .iter()
+        .filter(|s| walking(s))
+        .cloned()
+        .collect();
+    if holders.is_empty() {
+        // The common case under churn: the gate has been closed for a
+        // while, and every walk takes refcount pins.
+        return;
+    }
+    // The heavy half of the store-buffering pair (module doc): either a
+    // walker's post-callout gate load sees the closing store that precedes
+    // this call, or its mark's clearing is visible to the loads below.
+    shrinker_rcu::heavy_barrier();
+    for slot in holders {
+        let mut backoff = Backoff::default();
+        // Acquire (`in_callout`): pairs with `enter_callout`'s Release: the
+        // walk's reads of the list happen-before the unlink. No ABA: the
+        // gate is closed, so this slot cannot take a new walk pin on this
+        // registry.
+        while walking(&slot) && !slot.in_callout.load(Ordering::Acquire) {
+            backoff.wait();
+        }
+    }
 }
 
 /// Wait while any slot's `field` holds `target`.
@@ -504,11 +698,35 @@ impl Gate {
 
     /// Walker step 1: may this visit take a light pin? Call inside the read
     /// section that the pin's slot store is made in.
+    ///
+    /// Acquire: pairs with the reopening's Release store, so that a walk
+    /// that takes a walk pin on seeing the gate open sees every unlink made
+    /// before the reopening (it walks the list outside any read section).
+    /// Closing needs no ordering here: `enter`'s store is ordered against
+    /// the walker's section by the grace period that follows it (module
+    /// doc).
     #[inline]
     pub(crate) fn is_open(&self) -> bool {
-        // Relaxed: `enter`'s store is ordered against the walker's section
-        // by the grace period that follows it (module doc).
-        self.fast.load(Ordering::Relaxed)
+        self.fast.load(Ordering::Acquire)
+    }
+
+    /// Global walk, fast phase: is the gate still open? Checked after each
+    /// callout, behind the walker's light barrier ("Walk pins" in the
+    /// module doc).
+    ///
+    /// Acquire, as [`is_open`](Self::is_open): the gate may have closed
+    /// during the callout, let an unregister through, and *reopened* since;
+    /// the walker then goes on with its walk pin, and must see that
+    /// unregister's unlink (the reopening's Release store follows it) when
+    /// it reads its next link. (The loom model
+    /// `walk_pin_taken_as_the_gate_reopens` reached a freed shrinker with a
+    /// Relaxed load here.) Closing needs no ordering from this load: the
+    /// store-buffering pair it is part of is ordered by the barriers on
+    /// both sides (the walker's light barrier, the heavy barrier of
+    /// `wait_for_walkers`).
+    #[inline]
+    pub(crate) fn still_open(&self) -> bool {
+        self.fast.load(Ordering::Acquire)
     }
 
     /// Unregister step 1: close the gate, and wait (once per quiet spell)
@@ -580,9 +798,12 @@ impl Gate {
             return;
         }
         st.passed = false;
-        // Relaxed: opening needs no ordering; walkers that still see the
-        // gate closed take refcount pins, which are always correct.
-        self.fast.store(true, Ordering::Relaxed);
+        // Release: pairs with `is_open`'s Acquire: every unlink made before
+        // (ordered before this callback by the state mutex, which each
+        // unregister's `exit` took after its unlink) happens-before a walk
+        // that takes a walk pin on seeing the gate open. Walkers that still
+        // see it closed take refcount pins, which are always correct.
+        self.fast.store(true, Ordering::Release);
     }
 
     /// Is the gate open? (Tests.)

@@ -581,3 +581,71 @@ fn held_bytes_come_from_the_shrinker_or_its_declared_object_size() {
     cache.insert(GroupId::ROOT, 2, vec![0; 36]).unwrap();
     assert_eq!(reg.held_bytes(cache.shrinker_id()), Ok(Some(100)));
 }
+
+/// A shrinker whose `count` unregisters the shrinker it holds.
+struct Unregisters {
+    victim: StdMutex<Option<Registered<Pool>>>,
+}
+
+impl Shrink for Unregisters {
+    fn count(&self, _: &ShrinkControl) -> Count {
+        if let Some(v) = self.victim.lock().unwrap().take() {
+            drop(v.unregister());
+        }
+        Count::Objects(1)
+    }
+    fn scan(&self, _: &mut ShrinkControl) -> Scan {
+        Scan::Freed(0)
+    }
+}
+
+/// A fast-phase walk (gate open) calls out to a shrinker whose callback
+/// unregisters the next one on the list. The unregister must not wait for
+/// its own thread's walk pin (it would deadlock: the walk is this very
+/// call; the slot shows it in a callout), and the walk must step over the
+/// victim to the shrinker after it.
+#[test]
+fn callback_unregisters_the_next_shrinker_during_a_fast_walk() {
+    let reg = registry(1);
+    let killer = ShrinkerBuilder::new("killer")
+        .build_in(
+            &reg,
+            Unregisters {
+                victim: StdMutex::new(None),
+            },
+        )
+        .unwrap()
+        .register();
+    let victim = ShrinkerBuilder::new("victim")
+        .build_in(&reg, Pool::with(1000))
+        .unwrap()
+        .register();
+    let victim_id = victim.id();
+    let last = ShrinkerBuilder::new("last")
+        .build_in(&reg, Pool::with(1000))
+        .unwrap()
+        .register();
+    *killer.victim.lock().unwrap() = Some(victim);
+    assert!(reg.inner.gate.open_now(), "the walk takes the walk pin");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let walker = {
+        let reg = reg.clone();
+        std::thread::spawn(move || tx.send(reg.shrink(&hard(0))).unwrap())
+    };
+    let freed = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the walk deadlocked: the unregister waited for its own walk pin");
+    walker.join().unwrap();
+    assert!(freed.unwrap() > 0, "`last` was shrunk");
+    assert_eq!(reg.len(), 2);
+    assert!(reg.shrinkers().iter().all(|i| i.id != victim_id));
+    assert_eq!(
+        last.nodes_seen.lock().unwrap().len(),
+        1,
+        "`last` counted once"
+    );
+    // The walk is over: the next unregisters wait for nobody.
+    drop(last);
+    drop(killer);
+    assert!(reg.is_empty());
+}

@@ -1,4 +1,5 @@
-//! The global walk (`shrink_slab`, the numbered protocol in registry/mod.rs), and
+//! The global walk (`shrink_slab`, the numbered protocol in registry/mod.rs:
+//! its fast phase under a walk pin, its refcount-pinned slow phase), and
 //! what it shares with the group walk (`groups/walk.rs`): the pin of one
 //! callout ([`CalloutPin`], [`pin_for_callout`]), and the misuse checks
 //! that refuse to call out from inside an RCU read section or to
@@ -6,7 +7,7 @@
 
 use std::ptr::NonNull;
 
-use shrinker_rcu::read_lock;
+use shrinker_rcu::{read_lock, LightBarrier, ReadGuard};
 
 use super::ids::IdTable;
 use super::object::ShrinkerObject;
@@ -15,12 +16,20 @@ use crate::error::ShrinkError;
 use crate::group_id::GroupId;
 use crate::info::ShrinkerId;
 use crate::lifetime::frames;
+use crate::shrink::ShrinkControl;
 use crate::sync::{fence, AtomicPtr, Ordering};
 use crate::Freed;
+use std::sync::atomic::compiler_fence;
 use std::sync::atomic::AtomicBool;
 
-/// The walk: the numbered protocol in the module documentation, with a
-/// light pin instead of the refcount while the gate is open (registry/pin.rs).
+/// The stop flag of a walk that is never stopped
+/// (`ShrinkerRegistry::shrink`): its fast phase does not test it.
+pub(crate) static NEVER: AtomicBool = AtomicBool::new(false);
+
+/// The walk: the numbered protocol in the module documentation of
+/// registry/mod.rs: a walk pin and no read section while the gate is open
+/// (registry/pin.rs, "Walk pins"), the refcount per shrinker while it is
+/// closed.
 pub(crate) fn shrink_global(
     head: &AtomicPtr<ShrinkerObject>,
     gate: &Gate,
@@ -50,20 +59,33 @@ fn shrink_global_with(
     // Relaxed (`stop`): a request to stop soon, checked before each
     // shrinker (a reclaimer being dropped).
     while !p.is_null() && !stop.load(Ordering::Relaxed) {
+        // The fast phase, while the gate is open: a walk pin, taken in this
+        // read section, keeps every linked shrinker linked, and the walk
+        // goes on with no read section and no pin per visit (registry/pin.rs,
+        // "Walk pins"). It returns inside a new read section, at a live
+        // shrinker or at the end, once it has seen the gate closed.
+        if let Some(s) = slot {
+            if gate.is_open() {
+                s.begin_walk(gate);
+                drop(guard);
+                (p, guard) = fast_phase(p, s, gate, nid, priority, stop, &mut freed);
+                continue;
+            }
+        }
         // SAFETY: `p` was read (Acquire) from the head or from the `next`
-        // of a object we stood on inside the current read section; objects
-        // are freed only after a grace period that began after their
-        // unlink, so it is live until `guard` ends (module doc, registry/object.rs).
+        // of a object we stood on inside the current read section (or
+        // handed over by the fast phase inside it); objects are freed only
+        // after a grace period that began after their unlink, so it is live
+        // until `guard` ends (module doc, registry/object.rs).
         let object = unsafe { &*p };
         #[cfg(loom)]
         assert!(
             !object.freed.load(Ordering::SeqCst),
             "walker reached a freed shrinker"
         );
-        // 2. Pin: lightly if the gate is open (registry/pin.rs, walker steps 1-2),
-        // else with the refcount. On failure (not registered yet, or
+        // 2. Pin with the refcount. On failure (not registered yet, or
         // being unregistered) step over it, still inside the section.
-        let Some(pin) = pin_for_callout(object, slot, gate) else {
+        let Some(pin) = CalloutPin::try_ref(object) else {
             // Acquire: pairs with the Release link stores.
             p = object.next.load(Ordering::Acquire);
             continue;
@@ -77,11 +99,7 @@ fn shrink_global_with(
         // 3. The pin keeps the object linked, hence allocated.
         drop(guard);
         // 4.
-        let deferred = object.deferred.slot(object.effective_node(nid));
-        let outcome = object.shrink_pinned(nid, GroupId::ROOT, priority, pin.is_light(), deferred);
-        if outcome.scanned > 0 || outcome.freed > 0 || outcome.freed_bytes > 0 {
-            freed = freed.saturating_add(object.account(&outcome));
-        }
+        visit(object, nid, priority, false, &mut freed);
         // 5. Re-enter before unpinning.
         guard = read_lock();
         #[cfg(loom)]
@@ -100,6 +118,163 @@ fn shrink_global_with(
     }
     drop(guard);
     freed
+}
+
+/// The fast phase of the global walk: from `p` (live, linked or not yet
+/// registered), with the walk pin `slot` holds on the registry of `gate`
+/// and no read section. Returns where the walk goes on, inside a read
+/// section: the shrinker after the one whose callout found the gate
+/// closed (live until the section ends), or null (the end of the list, or
+/// `stop`).
+#[inline]
+fn fast_phase(
+    p: *mut ShrinkerObject,
+    slot: &WalkerSlot,
+    gate: &Gate,
+    nid: usize,
+    priority: u8,
+    stop: &AtomicBool,
+    freed: &mut Freed,
+) -> (*mut ShrinkerObject, ReadGuard) {
+    let walk = FastWalk {
+        slot,
+        gate,
+        nid,
+        priority,
+        stop,
+    };
+    // Node 0 (every walk of a single-node registry): every shrinker is
+    // shrunk for node 0, NUMA-aware or not. Membarrier (every Linux since
+    // 4.14): the light barrier is a compiler fence. `ShrinkerRegistry::shrink`
+    // (`NEVER`): nobody can stop the walk, so it does not test the flag.
+    let light = LightBarrier::new();
+    let stoppable = !std::ptr::eq(stop, &NEVER);
+    match (nid == 0, light.is_compiler_fence(), stoppable) {
+        (true, true, true) => walk.run::<true, true, true>(p, light, freed),
+        (true, true, false) => walk.run::<true, true, false>(p, light, freed),
+        (true, false, true) => walk.run::<true, false, true>(p, light, freed),
+        (true, false, false) => walk.run::<true, false, false>(p, light, freed),
+        (false, true, true) => walk.run::<false, true, true>(p, light, freed),
+        (false, true, false) => walk.run::<false, true, false>(p, light, freed),
+        (false, false, true) => walk.run::<false, false, true>(p, light, freed),
+        (false, false, false) => walk.run::<false, false, false>(p, light, freed),
+    }
+}
+
+/// What a fast phase walks with.
+struct FastWalk<'a> {
+    slot: &'a WalkerSlot,
+    gate: &'a Gate,
+    nid: usize,
+    priority: u8,
+    stop: &'a AtomicBool,
+}
+
+impl FastWalk<'_> {
+    /// The loop of [`fast_phase`]; `NODE_0`: `nid` is 0; `COMPILER_FENCE`:
+    /// `light` is a compiler fence only; `STOPPABLE`: `stop` may be set.
+    ///
+    /// Out of line, one copy per case: its loop gets the registers to
+    /// itself and tests neither case per visit. One [`ShrinkControl`] serves every visit (the engine leaves
+    /// it as it found it): only its node changes, and only for a walk of
+    /// another node.
+    #[inline(never)]
+    fn run<const NODE_0: bool, const COMPILER_FENCE: bool, const STOPPABLE: bool>(
+        &self,
+        mut p: *mut ShrinkerObject,
+        light: LightBarrier,
+        freed: &mut Freed,
+    ) -> (*mut ShrinkerObject, ReadGuard) {
+        // Lets the walk pin go if a panic unwinds through the walk
+        // (anything outside the caught callback): unregister must never
+        // wait for it.
+        let hold = WalkHold(self.slot);
+        let mut sc = ShrinkControl::new(0, GroupId::ROOT);
+        loop {
+            // Relaxed (`stop`): as in the slow phase.
+            if p.is_null() || (STOPPABLE && self.stop.load(Ordering::Relaxed)) {
+                // Null is the end whatever `p` was: a stopped walk does
+                // not visit it.
+                drop(hold);
+                return (std::ptr::null_mut(), read_lock());
+            }
+            // SAFETY: `p` is the head, read (Acquire) inside the read
+            // section that took the walk pin, or the `next` of a linked
+            // object read since, after a gate check that saw the gate open
+            // with no callout in between. Either way no unregister of
+            // another thread has got past `wait_for_walkers` since (it
+            // needs this slot calling out, or let go), and an unlink made
+            // by this thread from a callback came before that read in
+            // program order. So `p` is linked, hence allocated
+            // (registry/pin.rs, "Walk pins").
+            let object = unsafe { &*p };
+            #[cfg(loom)]
+            assert!(
+                !object.freed.load(Ordering::SeqCst),
+                "a fast walk reached a freed shrinker"
+            );
+            // Step 2's check: skip a shrinker that is not registered yet,
+            // or whose unregister has dropped the initial reference.
+            if object.refs.read() != 0 {
+                // Acquire: pairs with `register`'s `activate` (Release), as
+                // `try_get`'s Acquire does.
+                fence(Ordering::Acquire);
+                self.slot.enter_callout(p);
+                // (No prefetch of the successor here, unlike the slow
+                // phase: with the visit this short, A/B runs with a fresh
+                // and with a recycled object layout showed no gain from one
+                // or two shrinkers ahead.)
+                let node = if NODE_0 {
+                    0
+                } else {
+                    let node = object.effective_node(self.nid);
+                    sc.set_node(node);
+                    node
+                };
+                let deferred = object.deferred.slot(node);
+                let _ = object.shrink_with(&mut sc, self.priority, true, deferred, freed);
+                self.slot.leave_callout();
+                // The light half of the store-buffering pair with
+                // `wait_for_walkers`: either an unregister saw the mark
+                // still set (and then this load sees its gate closed), or
+                // it waits for this walk pin.
+                if COMPILER_FENCE {
+                    compiler_fence(Ordering::SeqCst);
+                } else {
+                    light.fence();
+                }
+                if !self.gate.still_open() {
+                    // An unregister may have got past this walk pin during
+                    // the callout: go on from a read section, entered
+                    // while the light pin still keeps `object` linked.
+                    let guard = read_lock();
+                    drop(hold);
+                    // Acquire: pairs with the Release link stores.
+                    return (object.next.load(Ordering::Acquire), guard);
+                }
+            }
+            // Acquire: pairs with the Release link stores.
+            p = object.next.load(Ordering::Acquire);
+        }
+    }
+}
+
+/// The walk pin of a fast phase, let go on drop.
+struct WalkHold<'a>(&'a WalkerSlot);
+
+impl Drop for WalkHold<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.end_walk();
+    }
+}
+
+/// Step 4: `do_shrink_slab` on a pinned `object` for the root group, and its
+/// accounting. `light`: the thread's slot names `object` (no frame needed).
+#[inline(always)]
+fn visit(object: &ShrinkerObject, nid: usize, priority: u8, light: bool, freed: &mut Freed) {
+    let deferred = object.deferred.slot(object.effective_node(nid));
+    let _ = object.shrink_pinned(nid, GroupId::ROOT, priority, light, deferred, freed);
 }
 
 /// Pin the shrinker with `id`, run `f`, unpin (inside a read section).
