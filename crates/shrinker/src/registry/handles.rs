@@ -27,10 +27,11 @@
 //!    cannot keep the count up forever; a zero count never rises again.
 //!    Unless that was the last
 //!    reference, wait on the completion until every in-flight refcount pin
-//!    has been put (the last `put` completes it). Then wait until no other
-//!    thread holds a walk pin on the registry (each lets it go before its
-//!    next visit) and no walker holds a light pin on this shrinker. "After
-//!    that, no shrinker is running or will run again."
+//!    has been put (the last `put` completes it). Then wait until every
+//!    walker holding a walk pin on the registry is in a callout or done
+//!    (never for a callback to return: registry/pin.rs, "Walk pins"), and
+//!    no walker holds a light pin on this shrinker. "After that, no
+//!    shrinker is running or will run again."
 //! 3. Under the mutex: unlink (`list_del_rcu`: `next` stays for walkers
 //!    standing on the node), clear and free the id.
 //! 4. Take the private state back (nobody can call it any more) and free the
@@ -479,13 +480,13 @@ unsafe fn unregister_inner<S: Shrink>(
     // last reference, else the completion's mutex, which the last `put`
     // completes): every pin's accesses happen-before what follows.
     n.refs.kill_and_wait(&n.done);
-    // 2b. Wait out other threads' walk pins on this registry, then light
-    // pins on this shrinker (Acquire on each slot: their callouts
-    // happen-before what follows).
+    // 2b. Wait until every walk pin on this registry is in a callout or
+    // gone, then wait out light pins on this shrinker (Acquire on each
+    // slot: their callouts happen-before what follows).
     pin::wait_for_walkers(&registry.inner.gate);
     pin::wait_for_light_pins(node.as_ptr());
-    // 3. SAFETY: linked, count zero, no walk pin of another thread, no
-    // light pin.
+    // 3. SAFETY: linked, count zero, every walk pin in a callout (it sees
+    // the gate closed after it), no light pin.
     unsafe { registry.unlink(node) };
     // 4. SAFETY: `shrink` came from `Box::<S>::leak` in `build_in`; the
     // count is zero for good, so no thread can call it any more.
