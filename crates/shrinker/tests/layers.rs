@@ -35,6 +35,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "registry/object.rs",
             "registry/ids.rs",
             "registry/call_counts.rs",
+            "registry/gate.rs",
             "registry/pin.rs",
             "registry/walk.rs",
         ],

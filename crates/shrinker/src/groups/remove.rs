@@ -12,9 +12,10 @@ use super::Groups;
 use crate::error::GroupError;
 use crate::group_id::GroupId;
 use crate::lifetime::{frames, free_after_grace_period};
+use crate::registry::gate::Gate;
 use crate::registry::ids::IdTable;
 use crate::registry::object::{drop_payload, panic_message};
-use crate::registry::pin::{self, Gate};
+use crate::registry::pin;
 use crate::sync::{lock, Ordering};
 
 impl Groups {

@@ -81,11 +81,12 @@ use crate::request::{ShrinkRequest, DEF_PRIORITY};
 use crate::shrink::{Count, Scan};
 use crate::sync::{lock, AtomicPtr, Mutex, Ordering};
 use crate::topology;
+use gate::Gate;
 use ids::{IdAlloc, IdTable};
 use object::ShrinkerObject;
-use pin::Gate;
 
 pub(crate) mod call_counts;
+pub(crate) mod gate;
 mod group_api;
 pub(crate) mod handles;
 pub(crate) mod ids;

@@ -494,7 +494,7 @@ fn gate_reopens_after_a_quiet_spell_following_the_last_unregister() {
         shrinker_rcu::rcu_barrier();
     }
     assert!(
-        start.elapsed() >= super::pin::REOPEN_AFTER_QUIET,
+        start.elapsed() >= super::gate::REOPEN_AFTER_QUIET,
         "the gate reopened before a quiet spell"
     );
     // Walks take light pins again and still shrink.

@@ -9,9 +9,10 @@ use std::ptr::NonNull;
 
 use shrinker_rcu::{read_lock, LightBarrier, ReadGuard};
 
+use super::gate::Gate;
 use super::ids::IdTable;
 use super::object::ShrinkerObject;
-use super::pin::{self, Gate, WalkPin, WalkerSlot};
+use super::pin::{self, WalkPin, WalkerSlot};
 use crate::error::ShrinkError;
 use crate::group_id::GroupId;
 use crate::info::ShrinkerId;
