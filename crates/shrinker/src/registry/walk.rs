@@ -176,9 +176,9 @@ impl FastWalk<'_> {
     /// `light` is a compiler fence only; `STOPPABLE`: `stop` may be set.
     ///
     /// Out of line, one copy per case: its loop gets the registers to
-    /// itself and tests neither case per visit. One [`ShrinkControl`] serves every visit (the engine leaves
-    /// it as it found it): only its node changes, and only for a walk of
-    /// another node.
+    /// itself and tests neither case per visit. One [`ShrinkControl`]
+    /// serves every visit (the engine leaves it as it found it): only its
+    /// node changes, and only for a walk of another node.
     #[inline(never)]
     fn run<const NODE_0: bool, const COMPILER_FENCE: bool, const STOPPABLE: bool>(
         &self,
@@ -202,7 +202,8 @@ impl FastWalk<'_> {
             // SAFETY: `p` is the head, read (Acquire) inside the read
             // section that took the walk pin, or the `next` of a linked
             // object read since, after a gate check that saw the gate open
-            // with no callout in between. Either way no unregister of
+            // (or reopened, with the unlinks before it: Acquire) with no
+            // callout in between. Either way no unregister of
             // another thread has got past `wait_for_walkers` since (it
             // needs this slot calling out, or let go), and an unlink made
             // by this thread from a callback came before that read in
