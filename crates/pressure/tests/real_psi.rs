@@ -44,12 +44,26 @@ fn system_psi_arms_triggers_on_the_ladder_and_describe_explains_each_refusal() {
     }
 }
 
+/// `/proc/pressure/memory`'s `some ... total=` (µs of stall since boot).
+fn memory_some_total_us() -> u64 {
+    let text = std::fs::read_to_string("/proc/pressure/memory").unwrap();
+    text.lines()
+        .find(|l| l.starts_with("some "))
+        .and_then(|l| l.split("total=").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a `some ... total=N` line")
+}
+
 #[test]
 #[cfg_attr(miri, ignore)] // PSI files, epoll
 fn idle_psi_monitor_is_quiet_and_arms_no_timer() {
     if !psi_present() {
         return;
     }
+    // Stall counted from one longest trigger window (2 s) before the
+    // monitor exists: a trigger looks that far back.
+    let stall_before = memory_some_total_us();
+    std::thread::sleep(Duration::from_secs(2));
     let mut m = Monitor::builder()
         .source(SourceSpec::Psi(None))
         .build()
@@ -66,7 +80,17 @@ fn idle_psi_monitor_is_quiet_and_arms_no_timer() {
         tv_nsec: 300_000_000,
     };
     let n = rustix::event::poll(&mut fds, Some(&t)).unwrap();
-    assert_eq!(n, 0, "an idle PSI monitor wakes for nothing");
+    if n != 0 {
+        // A wake-up is wrong only if nothing stalled: the host is real, and
+        // a burst elsewhere on it (once in CI, while the build's other
+        // processes ran) fires a trigger legitimately.
+        let stalled = memory_some_total_us().saturating_sub(stall_before);
+        if stalled > 0 {
+            eprintln!("SKIPPED: idle check: the host stalled on memory for {stalled} µs during it");
+            return;
+        }
+        panic!("an idle PSI monitor woke with no memory stall at all on the host");
+    }
     assert!(m.wait(Some(Duration::from_millis(50))).unwrap().is_none());
     let r = m.read().unwrap();
     assert!(r.stall.is_some() && r.usage.is_none(), "{r:?}");
