@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use crate::sync::{lock, AtomicBool, Mutex, Ordering};
 
-/// Whether walkers may take light pins (`rcu_sync`).
+/// Whether walkers may pin lightly (`rcu_sync`): the global walk with a
+/// walk pin, the group walk with light pins.
 ///
 /// # States
 ///
 /// | `fast` | `passed` | `users` | meaning |
 /// |---|---|---|---|
-/// | true | false | 0 | open: walkers take light pins |
+/// | true | false | 0 | open: walkers take walk pins and light pins |
 /// | false | false | ≥ 1 | closing: a grace period since the close is not yet over |
 /// | false | true | ≥ 1 | closed: unregisters proceed without waiting |
 /// | false | true | 0 | closed, reopening armed: a `call_rcu` reopens it after a quiet spell unless someone enters first |

@@ -100,7 +100,7 @@ fn shrink_global_with(
         // 3. The pin keeps the object linked, hence allocated.
         drop(guard);
         // 4.
-        visit(object, nid, priority, false, &mut freed);
+        visit(object, nid, priority, &mut freed);
         // 5. Re-enter before unpinning.
         guard = read_lock();
         #[cfg(loom)]
@@ -271,12 +271,12 @@ impl Drop for WalkHold<'_> {
     }
 }
 
-/// Step 4: `do_shrink_slab` on a pinned `object` for the root group, and its
-/// accounting. `light`: the thread's slot names `object` (no frame needed).
+/// Slow phase step 4: `do_shrink_slab` on `object`, pinned with its
+/// refcount (so a frame marks the thread as inside it), for the root group.
 #[inline(always)]
-fn visit(object: &ShrinkerObject, nid: usize, priority: u8, light: bool, freed: &mut Freed) {
+fn visit(object: &ShrinkerObject, nid: usize, priority: u8, freed: &mut Freed) {
     let deferred = object.deferred.slot(object.effective_node(nid));
-    let _ = object.shrink_pinned(nid, GroupId::ROOT, priority, light, deferred, freed);
+    let _ = object.shrink_pinned(nid, GroupId::ROOT, priority, false, deferred, freed);
 }
 
 /// Pin the shrinker with `id`, run `f`, unpin (inside a read section).
